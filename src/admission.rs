@@ -1,0 +1,171 @@
+//! Admission with group commit: many concurrent deliveries, one transaction per batch.
+//!
+//! HTTP handlers hand verified events to a writer thread and wait; the writer takes whatever
+//! has queued up (at most `max_batch`), inserts it in one transaction with insert-if-absent on
+//! the event id, commits, and only then answers each handler. One fsync thus covers a whole
+//! batch, and no delivery is acknowledged before its row is durable. Batches form by
+//! themselves under load (requests queue while the previous batch commits), so an idle
+//! service answers at once and a busy one amortises its commits.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use log::{debug, error, warn};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::AdmissionConfig;
+use crate::store::events::{self, NewWebhookEvent};
+use crate::store::{Pool, StoreError};
+
+/// Whether the event was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Stored,
+    /// The id was stored before: acknowledged again, not processed again.
+    Duplicate,
+}
+
+/// The event could not be stored; the delivery must not be acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdmitError {
+    #[error("storing the event failed: {0}")]
+    Store(String),
+    #[error("the admission writer is not running")]
+    Stopped,
+}
+
+struct Request {
+    event: NewWebhookEvent,
+    reply: oneshot::Sender<Result<Admission, AdmitError>>,
+}
+
+/// A handle for the HTTP handlers; cheap to clone.
+#[derive(Clone)]
+pub struct Admitter {
+    senders: Arc<Vec<mpsc::Sender<Request>>>,
+    next: Arc<AtomicUsize>,
+}
+
+/// The writer threads, to be joined at shutdown (after every [`Admitter`] is dropped).
+pub struct Writers(Vec<JoinHandle<()>>);
+
+impl Writers {
+    pub fn join(self) {
+        for handle in self.0 {
+            if handle.join().is_err() {
+                error!("an admission writer panicked");
+            }
+        }
+    }
+}
+
+impl Admitter {
+    /// Starts the writer threads. `committed` is notified after every commit that stored new
+    /// events, so the processor starts on them at once instead of at its next poll.
+    pub fn start(
+        pool: Pool,
+        config: AdmissionConfig,
+        committed: Arc<Notify>,
+    ) -> std::io::Result<(Self, Writers)> {
+        let writers = config.writers.max(1);
+        let mut senders = Vec::with_capacity(writers);
+        let mut handles = Vec::with_capacity(writers);
+        for n in 0..writers {
+            let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+            let (pool, committed) = (pool.clone(), committed.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("payhook-admit-{n}"))
+                .spawn(move || write_loop(pool, config, rx, committed))?;
+            senders.push(tx);
+            handles.push(handle);
+        }
+        Ok((
+            Self {
+                senders: Arc::new(senders),
+                next: Arc::new(AtomicUsize::new(0)),
+            },
+            Writers(handles),
+        ))
+    }
+
+    /// Stores the event durably; resolves once its batch is committed.
+    pub async fn admit(&self, event: NewWebhookEvent) -> Result<Admission, AdmitError> {
+        let (reply, answer) = oneshot::channel();
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        self.senders[n]
+            .send(Request { event, reply })
+            .await
+            .map_err(|_| AdmitError::Stopped)?;
+        answer.await.map_err(|_| AdmitError::Stopped)?
+    }
+}
+
+fn write_loop(
+    pool: Pool,
+    config: AdmissionConfig,
+    mut rx: mpsc::Receiver<Request>,
+    committed: Arc<Notify>,
+) {
+    let mut batch: Vec<Request> = Vec::with_capacity(config.max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        drain_into(&mut rx, &mut batch, config.max_batch);
+        if !config.max_wait.is_zero() && batch.len() < config.max_batch {
+            std::thread::sleep(config.max_wait);
+            drain_into(&mut rx, &mut batch, config.max_batch);
+        }
+        let result = commit_batch(&pool, &batch);
+        let mut stored_any = false;
+        match result {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    stored_any |= outcome == Admission::Stored;
+                    // A handler that gave up (client gone) is no reason to stop.
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                warn!(
+                    "admission batch of {} failed, answering 503: {e}",
+                    batch.len()
+                );
+                let message = e.to_string();
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(AdmitError::Store(message.clone())));
+                }
+            }
+        }
+        if stored_any {
+            committed.notify_one();
+        }
+    }
+    debug!("admission writer stopped");
+}
+
+fn drain_into(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
+fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreError> {
+    let mut conn = pool.get()?;
+    conn.transaction(|conn| {
+        batch
+            .iter()
+            .map(|r| {
+                events::insert_event(conn, &r.event).map(|new| {
+                    if new {
+                        Admission::Stored
+                    } else {
+                        Admission::Duplicate
+                    }
+                })
+            })
+            .collect()
+    })
+}

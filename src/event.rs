@@ -1,0 +1,452 @@
+//! The Stripe event envelope, and typed views of the payloads payhook acts on.
+//!
+//! Admission parses only the envelope, borrowing from the raw bytes: it is on the hot path and
+//! must accept every API version (2018 to today). The processor later reads the stored payload
+//! through [`IntentView`] / [`PaymentMethodView`], which extract what they need from a
+//! `serde_json::Value` field by field, so a missing or reshaped field degrades to `None`
+//! instead of rejecting a correctly signed event.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ids::{CustomerId, EventId, IntentId, PaymentMethodId};
+
+/// Why a verified body cannot be admitted: the caller sent something that is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("body is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("event has no string `id`")]
+    MissingId,
+    #[error("event has no string `type`")]
+    MissingType,
+    #[error("event id is invalid: {0}")]
+    BadId(String),
+}
+
+impl EnvelopeError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) => "malformed_json",
+            Self::MissingId => "missing_event_id",
+            Self::MissingType => "missing_event_type",
+            Self::BadId(_) => "invalid_event_id",
+        }
+    }
+}
+
+/// The envelope fields stored beside the raw payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: EventId,
+    pub event_type: String,
+    /// Seconds since the epoch; `None` when an (unusual) payload omits it.
+    pub created: Option<i64>,
+    pub api_version: Option<String>,
+    pub livemode: bool,
+    /// Connect account the event belongs to, if any.
+    pub account: Option<String>,
+    pub object_id: Option<String>,
+    pub object_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<Value>,
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default)]
+    livemode: Option<Value>,
+    #[serde(borrow, default)]
+    account: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<RawData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawData<'a> {
+    #[serde(borrow, default)]
+    object: Option<RawObject<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawObject<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+}
+
+/// Parses the envelope of a verified body. Only `id` and `type` are required: everything else
+/// is optional because Stripe's shapes differ across API versions.
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    // A lenient second pass: fields of unexpected types (e.g. `account: null` or a number)
+    // must not fail the whole envelope, so typed fields fall back through `Value`.
+    let raw: RawEnvelope<'_> = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(_) => return parse_envelope_loosely(body),
+    };
+    let id = raw.id.ok_or(EnvelopeError::MissingId)?;
+    let event_type = raw.event_type.ok_or(EnvelopeError::MissingType)?;
+    if event_type.is_empty() {
+        return Err(EnvelopeError::MissingType);
+    }
+    let (object_id, object_type) = match raw.data.and_then(|d| d.object) {
+        Some(o) => (o.id.map(Cow::into_owned), o.object.map(Cow::into_owned)),
+        None => (None, None),
+    };
+    Ok(Envelope {
+        id: EventId::parse(&id).map_err(|e| EnvelopeError::BadId(e.to_string()))?,
+        event_type: event_type.into_owned(),
+        created: raw.created.as_ref().and_then(as_i64),
+        api_version: raw.api_version.map(Cow::into_owned),
+        livemode: raw
+            .livemode
+            .as_ref()
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        account: raw.account.map(Cow::into_owned),
+        object_id,
+        object_type,
+    })
+}
+
+fn parse_envelope_loosely(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| EnvelopeError::NotJson("not an object".into()))?;
+    let id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(EnvelopeError::MissingId)?;
+    let event_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or(EnvelopeError::MissingType)?;
+    let object = value.pointer("/data/object");
+    Ok(Envelope {
+        id: EventId::parse(id).map_err(|e| EnvelopeError::BadId(e.to_string()))?,
+        event_type: event_type.to_owned(),
+        created: obj.get("created").and_then(as_i64),
+        api_version: str_field(&value, "api_version").map(str::to_owned),
+        livemode: obj
+            .get("livemode")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        account: str_field(&value, "account").map(str::to_owned),
+        object_id: object.and_then(|o| str_field(o, "id")).map(str::to_owned),
+        object_type: object
+            .and_then(|o| str_field(o, "object"))
+            .map(str::to_owned),
+    })
+}
+
+/// Numbers may arrive as integers, floats or (rarely, in hand-made fixtures) strings.
+fn as_i64(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_f64().map(|f| f as i64))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn str_field<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// An expandable field: Stripe sends either the id or the whole object.
+fn id_or_object<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    match v.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Object(o) => o.get("id").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// The event types payhook applies; everything else is stored and marked `ignored`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    IntentCreated,
+    IntentRequiresAction,
+    IntentProcessing,
+    IntentSucceeded,
+    IntentFailed,
+    IntentCanceled,
+    PaymentMethodAttached,
+    PaymentMethodDetached,
+}
+
+impl EventKind {
+    pub fn from_type(event_type: &str) -> Option<Self> {
+        Some(match event_type {
+            "payment_intent.created" | "setup_intent.created" => Self::IntentCreated,
+            "payment_intent.requires_action" | "setup_intent.requires_action" => {
+                Self::IntentRequiresAction
+            }
+            // Stripe sends no setup_intent.processing today; accept it should it appear.
+            "payment_intent.processing" | "setup_intent.processing" => Self::IntentProcessing,
+            "payment_intent.succeeded" | "setup_intent.succeeded" => Self::IntentSucceeded,
+            "payment_intent.payment_failed" | "setup_intent.setup_failed" => Self::IntentFailed,
+            "payment_intent.canceled" | "setup_intent.canceled" => Self::IntentCanceled,
+            "payment_method.attached" => Self::PaymentMethodAttached,
+            "payment_method.detached" => Self::PaymentMethodDetached,
+            _ => return None,
+        })
+    }
+
+    pub fn is_intent(self) -> bool {
+        !matches!(
+            self,
+            Self::PaymentMethodAttached | Self::PaymentMethodDetached
+        )
+    }
+}
+
+/// The last error Stripe reports on an intent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentError {
+    pub code: Option<String>,
+    pub decline_code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// What payhook reads from a PaymentIntent or SetupIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentView {
+    pub id: IntentId,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub customer: Option<CustomerId>,
+    pub payment_method: Option<PaymentMethodId>,
+    /// For PaymentIntents: `setup_future_usage`. For SetupIntents: `usage` (always saved).
+    pub setup_future_usage: Option<String>,
+    /// `metadata.customer_ref`: the app's own user id.
+    pub customer_ref: Option<String>,
+    /// `metadata.checkout_id`: a checkout the app created through payhook.
+    pub checkout_ref: Option<String>,
+    pub error: IntentError,
+    /// The expanded payment method inside the last error, when Stripe includes it.
+    pub error_payment_method: Option<PaymentMethodView>,
+}
+
+/// Why a handled event's payload cannot be applied. Permanent: retrying will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload has no data.object")]
+    NoObject,
+    #[error("data.object has no usable id: {0}")]
+    BadObjectId(String),
+}
+
+impl IntentView {
+    pub fn from_object(object: &Value) -> Result<Self, PayloadError> {
+        let raw_id =
+            str_field(object, "id").ok_or_else(|| PayloadError::BadObjectId("missing".into()))?;
+        let id = IntentId::parse(raw_id).map_err(|e| PayloadError::BadObjectId(e.to_string()))?;
+        let error_value = object
+            .get("last_payment_error")
+            .filter(|v| v.is_object())
+            .or_else(|| object.get("last_setup_error").filter(|v| v.is_object()));
+        let error = error_value
+            .map(|e| IntentError {
+                code: str_field(e, "code").map(str::to_owned),
+                decline_code: str_field(e, "decline_code").map(str::to_owned),
+                message: str_field(e, "message").map(str::to_owned),
+            })
+            .unwrap_or_default();
+        let error_payment_method = error_value
+            .and_then(|e| e.get("payment_method"))
+            .filter(|v| v.is_object())
+            .and_then(|pm| PaymentMethodView::from_object(pm).ok());
+        let metadata = object.get("metadata");
+        let meta = |key: &str| metadata.and_then(|m| str_field(m, key)).map(str::to_owned);
+        let setup_future_usage = match id {
+            IntentId::Payment(_) => str_field(object, "setup_future_usage"),
+            IntentId::Setup(_) => str_field(object, "usage").or(Some("off_session")),
+        };
+        Ok(Self {
+            amount: object.get("amount").and_then(as_i64),
+            currency: str_field(object, "currency").map(str::to_owned),
+            customer: id_or_object(object, "customer").and_then(|c| CustomerId::parse(c).ok()),
+            payment_method: id_or_object(object, "payment_method")
+                .and_then(|p| PaymentMethodId::parse(p).ok()),
+            setup_future_usage: setup_future_usage.map(str::to_owned),
+            customer_ref: meta("customer_ref"),
+            checkout_ref: meta("checkout_id"),
+            error,
+            error_payment_method,
+            id,
+        })
+    }
+}
+
+/// Card details payhook keeps. Never a number or CVC: Stripe does not send them and we
+/// would not store them if it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardDetails {
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+    pub exp_month: Option<i32>,
+    pub exp_year: Option<i32>,
+    pub fingerprint: Option<String>,
+}
+
+/// What payhook reads from a PaymentMethod (or a legacy Card object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethodView {
+    pub id: PaymentMethodId,
+    pub customer: Option<CustomerId>,
+    pub method_type: Option<String>,
+    pub card: CardDetails,
+    pub billing_email: Option<String>,
+}
+
+impl PaymentMethodView {
+    pub fn from_object(object: &Value) -> Result<Self, PayloadError> {
+        let raw_id =
+            str_field(object, "id").ok_or_else(|| PayloadError::BadObjectId("missing".into()))?;
+        let id =
+            PaymentMethodId::parse(raw_id).map_err(|e| PayloadError::BadObjectId(e.to_string()))?;
+        // A PaymentMethod nests card details under `card`; a legacy Card object is the card.
+        let card_value = object
+            .get("card")
+            .filter(|c| c.is_object())
+            .unwrap_or(object);
+        let int = |key: &str| {
+            card_value
+                .get(key)
+                .and_then(as_i64)
+                .and_then(|n| i32::try_from(n).ok())
+        };
+        let card = CardDetails {
+            brand: str_field(card_value, "brand").map(str::to_lowercase),
+            last4: str_field(card_value, "last4").map(str::to_owned),
+            exp_month: int("exp_month"),
+            exp_year: int("exp_year"),
+            fingerprint: str_field(card_value, "fingerprint").map(str::to_owned),
+        };
+        Ok(Self {
+            customer: id_or_object(object, "customer").and_then(|c| CustomerId::parse(c).ok()),
+            method_type: str_field(object, "type")
+                .or_else(|| str_field(object, "object"))
+                .map(str::to_owned),
+            billing_email: object
+                .get("billing_details")
+                .and_then(|b| str_field(b, "email"))
+                .map(str::to_owned),
+            card,
+            id,
+        })
+    }
+}
+
+/// `data.object` of a stored payload.
+pub fn data_object(payload: &Value) -> Result<&Value, PayloadError> {
+    payload
+        .pointer("/data/object")
+        .filter(|o| o.is_object())
+        .ok_or(PayloadError::NoObject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_needs_only_id_and_type() {
+        let env = parse_envelope(br#"{"id":"evt_1","type":"x.y"}"#).unwrap();
+        assert_eq!(env.id.as_str(), "evt_1");
+        assert_eq!(env.created, None);
+        assert!(!env.livemode);
+        assert_eq!(
+            parse_envelope(br#"{"type":"x"}"#),
+            Err(EnvelopeError::MissingId)
+        );
+        assert_eq!(
+            parse_envelope(br#"{"id":"evt_1"}"#),
+            Err(EnvelopeError::MissingType)
+        );
+        assert_eq!(
+            parse_envelope(br#"{"id":"evt_1","type":""}"#),
+            Err(EnvelopeError::MissingType)
+        );
+        assert!(matches!(
+            parse_envelope(b"{nope"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_envelope(b"[1,2]"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_envelope(br#"{"id":"pi_1","type":"x"}"#),
+            Err(EnvelopeError::BadId(_))
+        ));
+        assert_eq!(
+            parse_envelope(br#"{"id":5,"type":"x"}"#),
+            Err(EnvelopeError::MissingId)
+        );
+    }
+
+    #[test]
+    fn envelope_tolerates_oddly_typed_optional_fields() {
+        let body = br#"{"id":"evt_1","type":"a.b","created":"12","account":7,"livemode":"yes",
+            "api_version":null,"data":{"object":{"id":"pi_1","object":"payment_intent"}}}"#;
+        let env = parse_envelope(body).unwrap();
+        assert_eq!(env.created, Some(12));
+        assert_eq!(env.account, None);
+        assert_eq!(env.object_id.as_deref(), Some("pi_1"));
+        assert_eq!(env.object_type.as_deref(), Some("payment_intent"));
+    }
+
+    #[test]
+    fn intent_view_reads_errors_customers_and_metadata() {
+        let object = json!({
+            "id": "pi_1", "object": "payment_intent", "amount": 4200, "currency": "eur",
+            "customer": {"id": "cus_9", "object": "customer"},
+            "payment_method": "pm_1", "setup_future_usage": "off_session",
+            "metadata": {"customer_ref": "user_42"},
+            "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds",
+                "message": "no money", "payment_method": {"id": "pm_1", "type": "card",
+                "card": {"brand": "Visa", "last4": "4242", "exp_month": 1, "exp_year": 2030,
+                "fingerprint": "fp"}}}
+        });
+        let view = IntentView::from_object(&object).unwrap();
+        assert_eq!(view.customer.unwrap().as_str(), "cus_9");
+        assert_eq!(view.customer_ref.as_deref(), Some("user_42"));
+        assert_eq!(
+            view.error.decline_code.as_deref(),
+            Some("insufficient_funds")
+        );
+        let pm = view.error_payment_method.unwrap();
+        assert_eq!(pm.card.brand.as_deref(), Some("visa"));
+        assert_eq!(pm.card.exp_year, Some(2030));
+    }
+
+    #[test]
+    fn setup_intents_are_always_saved_for_future_use() {
+        let view = IntentView::from_object(&json!({"id": "seti_1", "customer": null})).unwrap();
+        assert_eq!(view.setup_future_usage.as_deref(), Some("off_session"));
+        assert_eq!(view.customer, None);
+        assert!(IntentView::from_object(&json!({"id": "ch_1"})).is_err());
+    }
+
+    #[test]
+    fn legacy_card_objects_read_as_payment_methods() {
+        let card = json!({"id": "card_1", "object": "card", "brand": "Visa", "last4": "4242",
+            "exp_month": 8, "exp_year": 2030, "fingerprint": "abc", "customer": "cus_1"});
+        let view = PaymentMethodView::from_object(&card).unwrap();
+        assert_eq!(view.card.last4.as_deref(), Some("4242"));
+        assert_eq!(view.customer.unwrap().as_str(), "cus_1");
+        assert_eq!(view.method_type.as_deref(), Some("card"));
+    }
+}

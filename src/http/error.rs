@@ -1,0 +1,56 @@
+//! Maps each way a delivery can fail to a status and a JSON body naming the kind.
+//!
+//! Policy: the caller's fault (signature, malformed event, size) is 4xx, so Stripe shows the
+//! problem and does not hammer us; our fault (database) is 5xx, so Stripe retries. Bodies
+//! name the kind and never echo a secret or an expected signature.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::event::EnvelopeError;
+use crate::signature::SignatureError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("the body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("reading the body failed")]
+    BodyRead,
+    #[error("the event could not be stored; retry later")]
+    Unavailable,
+}
+
+impl WebhookError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Signature(e) => e.kind(),
+            Self::Envelope(e) => e.kind(),
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::BodyRead => "body_read_failed",
+            Self::Unavailable => "storage_unavailable",
+        }
+    }
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Signature(_) | Self::Envelope(_) | Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unavailable) {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(json!({ "error": self.kind(), "message": self.to_string() }))
+    }
+}

@@ -1,0 +1,31 @@
+//! HTTP surface: the webhook endpoint and health checks. Handlers stay thin: they verify,
+//! hand off and map errors; the domain lives outside `http/`.
+
+mod error;
+mod health;
+mod webhook;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+pub use error::WebhookError;
+
+use crate::admission::Admitter;
+use crate::config::WebhookSecret;
+use crate::store::Pool;
+
+/// Shared by every handler.
+pub struct AppState {
+    pub secrets: Arc<Vec<WebhookSecret>>,
+    pub tolerance_secs: i64,
+    pub max_body_bytes: usize,
+    pub admitter: Admitter,
+    pub pool: Pool,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/stripe", web::post().to(webhook::receive))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
+}

@@ -1,0 +1,163 @@
+//! Checkouts (one per intent) and their audit trail of transitions and refusals.
+
+use diesel::prelude::*;
+
+use super::schema::checkout_transitions::{self, dsl as tdsl};
+use super::schema::checkouts::{self, dsl};
+use super::{Conn, StoreError, StoreResult};
+use crate::checkout::{CheckoutState, Current};
+use crate::with_conn;
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = checkouts, treat_none_as_null = true)]
+pub struct CheckoutRow {
+    pub id: String,
+    pub kind: String,
+    pub intent_id: String,
+    pub customer_id: Option<i64>,
+    pub stripe_customer_id: Option<String>,
+    pub payment_method_id: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub setup_future_usage: Option<String>,
+    pub state: String,
+    pub state_event_id: Option<String>,
+    pub state_event_created: i64,
+    pub last_error_code: Option<String>,
+    pub decline_code: Option<String>,
+    pub last_error_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl CheckoutRow {
+    pub fn state(&self) -> StoreResult<CheckoutState> {
+        self.state
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("checkout {}: {e}", self.id)))
+    }
+
+    pub fn current(&self) -> StoreResult<Current> {
+        Ok(Current {
+            state: self.state()?,
+            since: self.state_event_created,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = checkout_transitions)]
+pub struct TransitionRow {
+    pub id: i64,
+    pub checkout_id: String,
+    pub event_id: Option<String>,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub decline_code: Option<String>,
+    pub event_created: Option<i64>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = checkout_transitions)]
+pub struct NewTransition<'a> {
+    pub checkout_id: &'a str,
+    pub event_id: Option<&'a str>,
+    pub from_state: Option<&'a str>,
+    pub to_state: &'a str,
+    pub outcome: &'a str,
+    pub reason: Option<&'a str>,
+    pub error_code: Option<&'a str>,
+    pub decline_code: Option<&'a str>,
+    pub event_created: Option<i64>,
+    pub at: i64,
+}
+
+/// The checkout following `intent_id`; on PostgreSQL the row is locked for the transaction
+/// so two instances applying events of one intent take turns.
+pub fn find_checkout_by_intent(
+    conn: &mut Conn,
+    intent_id: &str,
+) -> StoreResult<Option<CheckoutRow>> {
+    macro_rules! query {
+        () => {
+            dsl::checkouts
+                .filter(dsl::intent_id.eq(intent_id))
+                .select(CheckoutRow::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().first(&mut **c).optional()?,
+        Conn::Postgres(c) => query!().for_update().first(&mut **c).optional()?,
+    })
+}
+
+pub fn find_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<CheckoutRow>> {
+    Ok(
+        with_conn!(conn, c => dsl::checkouts.find(id).select(CheckoutRow::as_select()).first(c).optional())?,
+    )
+}
+
+/// Inserts a checkout unless one follows the same intent already (another instance may
+/// have created it a moment ago); returns whether this call created it.
+pub fn insert_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::insert_into(checkouts::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(n == 1)
+}
+
+pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::checkouts.find(&row.id)).set(row).execute(c))?;
+    Ok(())
+}
+
+pub fn insert_transition(conn: &mut Conn, transition: &NewTransition<'_>) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::insert_into(checkout_transitions::table).values(transition).execute(c))?;
+    Ok(())
+}
+
+/// A checkout's transitions and refusals, oldest first.
+pub fn list_transitions(conn: &mut Conn, checkout_id: &str) -> StoreResult<Vec<TransitionRow>> {
+    Ok(with_conn!(conn, c => tdsl::checkout_transitions
+        .filter(tdsl::checkout_id.eq(checkout_id))
+        .order(tdsl::id.asc())
+        .select(TransitionRow::as_select())
+        .load(c))?)
+}
+
+/// Checkouts in `states` that have not changed since `quiet_since` (local seconds).
+pub fn find_quiet_checkouts(
+    conn: &mut Conn,
+    states: &[&str],
+    quiet_since: i64,
+    limit: i64,
+) -> StoreResult<Vec<CheckoutRow>> {
+    macro_rules! query {
+        () => {
+            dsl::checkouts
+                .filter(dsl::state.eq_any(states))
+                .filter(dsl::updated_at.le(quiet_since))
+                .order(dsl::updated_at.asc())
+                .limit(limit)
+                .select(CheckoutRow::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().load(&mut **c)?,
+        Conn::Postgres(c) => query!().for_update().skip_locked().load(&mut **c)?,
+    })
+}
+
+/// How many checkouts are in each state.
+pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+    Ok(with_conn!(conn, c => dsl::checkouts
+        .group_by(dsl::state)
+        .select((dsl::state, diesel::dsl::count_star()))
+        .order(dsl::state)
+        .load(c))?)
+}

@@ -1,0 +1,81 @@
+//! Local customers: the app's user (`customer_ref`) and its Stripe customer, linked.
+
+use diesel::prelude::*;
+
+use super::schema::customers::{self, dsl};
+use super::{Conn, StoreResult};
+use crate::with_conn;
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, AsChangeset)]
+#[diesel(table_name = customers, treat_none_as_null = true)]
+pub struct CustomerRow {
+    pub id: i64,
+    pub customer_ref: Option<String>,
+    pub email: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub default_payment_method_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = customers)]
+pub struct NewCustomer<'a> {
+    pub customer_ref: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub stripe_customer_id: Option<&'a str>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub fn find_customer(conn: &mut Conn, id: i64) -> StoreResult<Option<CustomerRow>> {
+    Ok(
+        with_conn!(conn, c => dsl::customers.find(id).select(CustomerRow::as_select()).first(c).optional())?,
+    )
+}
+
+pub fn find_customer_by_stripe_id(
+    conn: &mut Conn,
+    stripe_id: &str,
+) -> StoreResult<Option<CustomerRow>> {
+    Ok(with_conn!(conn, c => dsl::customers
+        .filter(dsl::stripe_customer_id.eq(stripe_id))
+        .select(CustomerRow::as_select())
+        .first(c)
+        .optional())?)
+}
+
+pub fn find_customer_by_ref(
+    conn: &mut Conn,
+    customer_ref: &str,
+) -> StoreResult<Option<CustomerRow>> {
+    Ok(with_conn!(conn, c => dsl::customers
+        .filter(dsl::customer_ref.eq(customer_ref))
+        .select(CustomerRow::as_select())
+        .first(c)
+        .optional())?)
+}
+
+pub fn find_customer_by_email(conn: &mut Conn, email: &str) -> StoreResult<Option<CustomerRow>> {
+    Ok(with_conn!(conn, c => dsl::customers
+        .filter(dsl::email.eq(email))
+        .order(dsl::id.asc())
+        .select(CustomerRow::as_select())
+        .first(c)
+        .optional())?)
+}
+
+/// Inserts unless a unique key (customer_ref, stripe_customer_id) is taken; returns whether
+/// it inserted. Callers re-read by the key, so concurrent creators converge on one row.
+pub fn insert_customer(conn: &mut Conn, new: &NewCustomer<'_>) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::insert_into(customers::table)
+        .values(new)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(n == 1)
+}
+
+pub fn update_customer(conn: &mut Conn, row: &CustomerRow) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::customers.find(row.id)).set(row).execute(c))?;
+    Ok(())
+}

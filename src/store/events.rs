@@ -1,0 +1,185 @@
+//! The inbox: every verified event, stored raw, with its processing status.
+
+use diesel::prelude::*;
+
+use super::schema::webhook_events::{self, dsl};
+use super::{Conn, StoreResult};
+use crate::with_conn;
+
+/// Processing status of a stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventStatus {
+    /// Waiting for (another) try.
+    Pending,
+    Processed,
+    /// A type payhook does not handle: stored for the record.
+    Ignored,
+    /// A handled type whose payload cannot be applied; `last_error` says why. Not retried.
+    Failed,
+    /// Every try failed; `last_error` holds the last reason. Requeue with `payhook retry`.
+    Dead,
+}
+
+impl EventStatus {
+    pub const ALL: [EventStatus; 5] = [
+        Self::Pending,
+        Self::Processed,
+        Self::Ignored,
+        Self::Failed,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for EventStatus {
+    type Err = crate::checkout::UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| crate::checkout::UnknownValue(s.to_owned()))
+    }
+}
+
+/// A verified event on its way into the inbox. Owned: it crosses to the writer thread.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = webhook_events)]
+pub struct NewWebhookEvent {
+    pub id: String,
+    pub event_type: String,
+    pub api_version: Option<String>,
+    pub created: i64,
+    pub livemode: bool,
+    pub account: Option<String>,
+    pub object_id: Option<String>,
+    pub object_type: Option<String>,
+    pub payload: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events)]
+pub struct WebhookEvent {
+    pub id: String,
+    pub event_type: String,
+    pub api_version: Option<String>,
+    pub created: i64,
+    pub livemode: bool,
+    pub account: Option<String>,
+    pub object_id: Option<String>,
+    pub object_type: Option<String>,
+    pub payload: String,
+    pub received_at: i64,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub processed_at: Option<i64>,
+}
+
+/// Inserts the event unless its id is already stored; returns whether it was new.
+pub fn insert_event(conn: &mut Conn, event: &NewWebhookEvent) -> StoreResult<bool> {
+    let inserted = with_conn!(conn, c => diesel::insert_into(webhook_events::table)
+        .values(event)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(inserted == 1)
+}
+
+/// Claims up to `limit` due events, oldest Stripe time first, for the current transaction.
+/// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) until it ends, so other
+/// instances pass over them, and a dead instance's claims vanish with its connection. SQLite
+/// has one writer at a time, so the `BEGIN IMMEDIATE` transaction is the claim.
+pub fn claim_due_events(
+    conn: &mut Conn,
+    now_ms: i64,
+    limit: i64,
+) -> StoreResult<Vec<WebhookEvent>> {
+    macro_rules! query {
+        () => {
+            dsl::webhook_events
+                .filter(dsl::status.eq(EventStatus::Pending.as_str()))
+                .filter(dsl::next_attempt_at_ms.le(now_ms))
+                .order((dsl::created.asc(), dsl::received_at.asc(), dsl::id.asc()))
+                .limit(limit)
+                .select(WebhookEvent::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().load(&mut **c)?,
+        Conn::Postgres(c) => query!().for_update().skip_locked().load(&mut **c)?,
+    })
+}
+
+/// Records a final outcome (processed, ignored, failed, dead).
+pub fn finish_event(
+    conn: &mut Conn,
+    id: &str,
+    status: EventStatus,
+    attempts: i32,
+    error: Option<&str>,
+    now: i64,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::webhook_events.find(id))
+        .set((
+            dsl::status.eq(status.as_str()),
+            dsl::attempts.eq(attempts),
+            dsl::last_error.eq(error),
+            dsl::processed_at.eq(now),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Records a failed try and when to try again.
+pub fn schedule_event_retry(
+    conn: &mut Conn,
+    id: &str,
+    attempts: i32,
+    next_attempt_at_ms: i64,
+    error: &str,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::webhook_events.find(id))
+        .set((
+            dsl::attempts.eq(attempts),
+            dsl::next_attempt_at_ms.eq(next_attempt_at_ms),
+            dsl::last_error.eq(error),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Puts dead events back in the queue with a fresh count of tries; returns how many.
+pub fn requeue_dead_events(conn: &mut Conn) -> StoreResult<usize> {
+    Ok(
+        with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(dsl::status.eq(EventStatus::Dead.as_str())))
+        .set((dsl::status.eq(EventStatus::Pending.as_str()), dsl::attempts.eq(0), dsl::next_attempt_at_ms.eq(0)))
+        .execute(c))?,
+    )
+}
+
+pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>> {
+    Ok(with_conn!(conn, c => dsl::webhook_events
+        .find(id)
+        .select(WebhookEvent::as_select())
+        .first(c)
+        .optional())?)
+}
+
+/// How many events are in each status.
+pub fn count_events_by_status(conn: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+    Ok(with_conn!(conn, c => dsl::webhook_events
+        .group_by(dsl::status)
+        .select((dsl::status, diesel::dsl::count_star()))
+        .order(dsl::status)
+        .load(c))?)
+}

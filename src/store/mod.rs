@@ -1,0 +1,374 @@
+//! Database access: the connection pool for either backend, transactions, migrations.
+//!
+//! payhook runs on SQLite (embedded default) or PostgreSQL, chosen at run time by
+//! `DATABASE_URL`. Rather than diesel's `MultiConnection` (which limits the query DSL to what
+//! every backend shares, and so rules out `ON CONFLICT` and `FOR UPDATE SKIP LOCKED`), [`Conn`]
+//! is an enum of the two concrete connections and [`with_conn!`] compiles each query once per
+//! backend. Repository functions take `&mut Conn`, never the pool, so callers compose them in
+//! one transaction.
+
+pub mod checkouts;
+pub mod customers;
+pub mod events;
+pub mod payment_methods;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Where the data lives, parsed from `DATABASE_URL` (or its default).
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The embedded default: a SQLite file under `./data/`.
+    pub fn default_sqlite() -> Self {
+        Self::Sqlite(PathBuf::from("data/payhook.sqlite3"))
+    }
+
+    /// `postgres://…`/`postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path` or a
+    /// bare file path select SQLite.
+    pub fn parse(raw: &str) -> Self {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Self::Postgres(raw.to_owned());
+        }
+        let path = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+            .unwrap_or(raw);
+        Self::Sqlite(PathBuf::from(path))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Prints the location without a PostgreSQL password.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_url_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+fn redact_url_password(url: &str) -> String {
+    // scheme://user:password@host/... → scheme://user:***@host/...
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Durability of SQLite commits. PostgreSQL follows its server's `synchronous_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// fsync on every commit: an acknowledged event survives power loss (the default).
+    Full,
+    /// fsync at WAL checkpoints only: survives a crash of payhook, may lose the last
+    /// acknowledged events on power loss or an OS crash.
+    Normal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database connection pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("database: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection: {0}")]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("creating the database directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("concurrent change, try again: {0}")]
+    Conflict(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// SQLite settings applied to every pooled connection.
+#[derive(Debug, Clone, Copy)]
+struct SqliteSetup {
+    durability: Durability,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        // WAL lets readers run beside the single writer; busy_timeout makes a second writer
+        // wait instead of failing; foreign keys are off by default in SQLite.
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A pool of connections to whichever backend `DATABASE_URL` named.
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(diesel::r2d2::Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(diesel::r2d2::Pool<ConnectionManager<PgConnection>>),
+}
+
+/// One pooled connection.
+pub enum Conn {
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete `&mut SqliteConnection` or `&mut PgConnection`,
+/// so the same diesel code is compiled for both backends.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite(pooled) => {
+                let $c: &mut ::diesel::sqlite::SqliteConnection = &mut *pooled;
+                $body
+            }
+            $crate::store::Conn::Postgres(pooled) => {
+                let $c: &mut ::diesel::pg::PgConnection = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Pool tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_size: u32,
+    pub durability: Durability,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 8,
+            durability: Durability::Full,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Pool {
+    /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
+    pub fn connect(url: &DatabaseUrl, options: PoolOptions) -> StoreResult<Self> {
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+                let pool = diesel::r2d2::Pool::builder()
+                    .max_size(options.max_size)
+                    .connection_timeout(options.connect_timeout)
+                    .connection_customizer(Box::new(SqliteSetup {
+                        durability: options.durability,
+                    }))
+                    .build(manager)?;
+                Ok(Self::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let manager = ConnectionManager::<PgConnection>::new(url.as_str());
+                let pool = diesel::r2d2::Pool::builder()
+                    .max_size(options.max_size)
+                    .connection_timeout(options.connect_timeout)
+                    .build(manager)?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn get(&self) -> StoreResult<Conn> {
+        Ok(match self {
+            Self::Sqlite(pool) => Conn::Sqlite(pool.get()?),
+            Self::Postgres(pool) => Conn::Postgres(pool.get()?),
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies pending embedded migrations; returns how many ran.
+    pub fn migrate(&self) -> StoreResult<usize> {
+        let mut conn = self.get()?;
+        let applied = with_conn!(&mut conn, c => {
+            let migrations = match self {
+                Self::Sqlite(_) => SQLITE_MIGRATIONS,
+                Self::Postgres(_) => POSTGRES_MIGRATIONS,
+            };
+            c.run_pending_migrations(migrations)
+                .map(|v| v.len())
+                .map_err(|e| StoreError::Migration(e.to_string()))?
+        });
+        Ok(applied)
+    }
+
+    /// `SELECT 1`: is the database reachable right now?
+    pub fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.get()?;
+        with_conn!(&mut conn, c => c.batch_execute("SELECT 1"))?;
+        Ok(())
+    }
+}
+
+fn create_parent_dir(path: &Path) -> StoreResult<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Conn {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Runs `f` in a write transaction (a savepoint when nested). On SQLite the outermost one
+    /// is `BEGIN IMMEDIATE`: taking the write lock up front avoids the SQLITE_BUSY a deferred
+    /// transaction gets when it upgrades from reading to writing beside another writer.
+    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        with_conn!(&mut *self, c => {
+            let depth = AnsiTransactionManager::transaction_manager_status_mut(c)
+                .transaction_depth()
+                .map_err(E::from)?;
+            match (depth, c.is_sqlite()) {
+                (None, true) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+                _ => AnsiTransactionManager::begin_transaction(c),
+            }
+            .map_err(E::from)?
+        });
+        match f(self) {
+            Ok(value) => {
+                with_conn!(&mut *self, c => AnsiTransactionManager::commit_transaction(c))
+                    .map_err(E::from)?;
+                Ok(value)
+            }
+            Err(err) => {
+                // The original error matters more than a failed rollback; a broken connection
+                // is detected and discarded by the pool.
+                let _ =
+                    with_conn!(&mut *self, c => AnsiTransactionManager::rollback_transaction(c));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Lets [`with_conn!`] bodies ask which backend they run on without naming the type.
+trait IsSqlite {
+    fn is_sqlite(&self) -> bool;
+}
+impl IsSqlite for SqliteConnection {
+    fn is_sqlite(&self) -> bool {
+        true
+    }
+}
+impl IsSqlite for PgConnection {
+    fn is_sqlite(&self) -> bool {
+        false
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_select_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/db").backend(),
+            "postgres"
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/db").backend(),
+            "postgres"
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db"),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:x.db"),
+            DatabaseUrl::Sqlite("x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("/tmp/x.db"),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+    }
+
+    #[test]
+    fn postgres_passwords_never_print() {
+        let url = DatabaseUrl::parse("postgres://payhook:hunter2@db:5432/payhook");
+        assert_eq!(format!("{url}"), "postgres://payhook:***@db:5432/payhook");
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

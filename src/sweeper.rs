@@ -1,0 +1,76 @@
+//! Expires checkouts whose intent never completes (flow 4 of the brief).
+//!
+//! Stripe sends nothing when a customer abandons a checkout, so payhook decides by time: a
+//! checkout in a state that can expire and unchanged for `checkout_expiry` becomes `expired`,
+//! with a transition recorded like any other. A later `succeeded` still wins (money moved).
+
+use log::{info, warn};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkout::{self, CheckoutState};
+use crate::config::ProcessorConfig;
+use crate::store::checkouts::{self as store, NewTransition};
+use crate::store::{now_secs, Pool, StoreResult};
+
+const SWEEP_LIMIT: i64 = 1000;
+
+/// Expires due checkouts; returns how many.
+pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
+    let expirable: Vec<&str> = CheckoutState::ALL
+        .iter()
+        .filter(|s| s.can_expire())
+        .map(|s| s.as_str())
+        .collect();
+    let mut conn = pool.get()?;
+    conn.transaction(|conn| {
+        let due = store::find_quiet_checkouts(conn, &expirable, now - expiry_secs, SWEEP_LIMIT)?;
+        let mut expired = 0;
+        for mut row in due {
+            let state = row.state()?;
+            if !checkout::should_expire(state, row.updated_at, now, expiry_secs) {
+                continue;
+            }
+            row.state = CheckoutState::Expired.as_str().to_owned();
+            row.updated_at = now;
+            store::update_checkout(conn, &row)?;
+            store::insert_transition(
+                conn,
+                &NewTransition {
+                    checkout_id: &row.id,
+                    event_id: None,
+                    from_state: Some(state.as_str()),
+                    to_state: CheckoutState::Expired.as_str(),
+                    outcome: "applied",
+                    reason: Some("expired"),
+                    error_code: None,
+                    decline_code: None,
+                    event_created: None,
+                    at: now,
+                },
+            )?;
+            info!(
+                "checkout {} ({}) expired from {state}",
+                row.id, row.intent_id
+            );
+            expired += 1;
+        }
+        Ok(expired)
+    })
+}
+
+/// Sweeps every `sweep_interval` until `shutdown`.
+pub async fn run(pool: Pool, config: ProcessorConfig, shutdown: CancellationToken) {
+    let expiry = config.checkout_expiry.as_secs() as i64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(config.sweep_interval) => {}
+        }
+        let p = pool.clone();
+        match tokio::task::spawn_blocking(move || sweep(&p, expiry, now_secs())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("expiry sweep failed: {e}"),
+            Err(e) => warn!("expiry sweep panicked: {e}"),
+        }
+    }
+}
