@@ -16,6 +16,9 @@
 //!
 //! The path of one event: receive → verify → admit (200 after commit) → apply (background).
 
+// Unit tests unwrap freely: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod admission;
 pub mod apply;
 pub mod checkout;
