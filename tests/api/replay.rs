@@ -47,13 +47,10 @@ async fn replaying_every_fixture_applies_each_flow() {
     );
 }
 
-#[tokio::test]
-async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
-    let app = spawn_app().await;
-    let file = fixtures_dir().join("payment_intent.created.json");
-    let url = app.webhook_url();
-    let secret = app.secret.clone();
-    let output = tokio::task::spawn_blocking(move || {
+/// Runs `payhook replay FILE --url URL --secret SECRET` off the async runtime.
+async fn replay_command(file: &str, url: String, secret: String) -> std::process::Output {
+    let file = fixtures_dir().join(file);
+    tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_payhook"))
             .args([
                 "replay",
@@ -68,28 +65,28 @@ async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
             .unwrap()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
+    let app = spawn_app().await;
+    let output = replay_command(
+        "payment_intent.created.json",
+        app.webhook_url(),
+        app.secret.clone(),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("-> 200"), "{stdout}");
 
-    let file = fixtures_dir().join("payment_intent.created.json");
-    let url = app.webhook_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_payhook"))
-            .args([
-                "replay",
-                file.to_str().unwrap(),
-                "--url",
-                &url,
-                "--secret",
-                "whsec_wrong",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = replay_command(
+        "payment_intent.created.json",
+        app.webhook_url(),
+        "whsec_wrong".into(),
+    )
+    .await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("-> 400"));
 }
