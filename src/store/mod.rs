@@ -7,6 +7,7 @@
 //! backend. Repository functions take `&mut Conn`, never the pool, so callers compose them in
 //! one transaction.
 
+pub mod actions;
 pub mod checkouts;
 pub mod customers;
 pub mod events;
