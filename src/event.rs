@@ -87,6 +87,10 @@ struct RawObject<'a> {
 /// Parses the envelope of a verified body. Only `id` and `type` are required: everything else
 /// is optional because Stripe's shapes differ across API versions.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    // serde would read a struct from a JSON array too; an event is always an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(EnvelopeError::NotJson("not a JSON object".into()));
+    }
     // A lenient second pass: fields of unexpected types (e.g. `account: null` or a number)
     // must not fail the whole envelope, so typed fields fall back through `Value`.
     let raw: RawEnvelope<'_> = match serde_json::from_slice(body) {

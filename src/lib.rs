@@ -20,6 +20,9 @@
 //! The path of one event: receive → verify → admit (200 after commit) → apply (background)
 //! → act (outbox actions against the Stripe API, when a key is configured).
 
+// Unit tests unwrap freely: a panic is the failure report there.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod actions;
 pub mod admission;
 pub mod apply;

@@ -1,0 +1,12 @@
+//! Integration tests: the real HTTP app on 127.0.0.1:0 against a real, fresh database per test.
+
+// A panic is the failure report in tests.
+#![allow(clippy::unwrap_used)]
+
+mod admission;
+mod helpers;
+mod ordering;
+mod processing;
+mod real_events;
+mod replay;
+mod signature;

@@ -1,0 +1,156 @@
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use payhook::store::events::requeue_dead_events;
+use payhook::with_conn;
+
+use crate::helpers::{bytes, intent_event, spawn_app_with, TestApp};
+
+fn exec(app: &TestApp, sql: &str) {
+    app.with_conn(|c| with_conn!(c, conn => conn.batch_execute(sql)).expect("sql"));
+}
+
+async fn wait_for(
+    app: &TestApp,
+    event_id: &str,
+    status: &str,
+) -> payhook::store::events::WebhookEvent {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = app.event(event_id).expect("stored");
+        if event.status == status {
+            return event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{event_id} stuck in {} ({:?})",
+            event.status,
+            event.last_error
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued() {
+    let app = spawn_app_with(|c| c.processor.max_attempts = 3).await;
+    // A real database failure on the processing path: the table it writes is gone.
+    exec(
+        &app,
+        "ALTER TABLE checkout_transitions RENAME TO transitions_away",
+    );
+    app.deliver(&bytes(&intent_event(
+        "evt_doomed",
+        "payment_intent.created",
+        "pi_doomed",
+        10,
+    )))
+    .await;
+    let dead = wait_for(&app, "evt_doomed", "dead").await;
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.last_error.unwrap().contains("checkout_transitions"));
+    assert!(
+        app.checkout("pi_doomed").is_none(),
+        "nothing is half-applied"
+    );
+
+    exec(
+        &app,
+        "ALTER TABLE transitions_away RENAME TO checkout_transitions",
+    );
+    let requeued = app.with_conn(|c| requeue_dead_events(c).unwrap());
+    assert_eq!(requeued, 1);
+    // Nothing wakes the processor: its poll finds the requeued event.
+    wait_for(&app, "evt_doomed", "processed").await;
+    assert_eq!(app.checkout("pi_doomed").unwrap().state, "pending");
+}
+
+#[tokio::test]
+async fn retries_wait_longer_each_time() {
+    let app = spawn_app_with(|c| {
+        c.processor.max_attempts = 10;
+        c.processor.retry_base = std::time::Duration::from_millis(200);
+    })
+    .await;
+    exec(
+        &app,
+        "ALTER TABLE checkout_transitions RENAME TO transitions_away",
+    );
+    app.deliver(&bytes(&intent_event(
+        "evt_slow",
+        "payment_intent.created",
+        "pi_slow",
+        10,
+    )))
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let event = app.event("evt_slow").unwrap();
+    // 1st try at once, 2nd after 100-300 ms, 3rd 200-600 ms later: at most 3 tries in 600 ms.
+    assert!(
+        (1..=3).contains(&event.attempts),
+        "attempts {}",
+        event.attempts
+    );
+    assert_eq!(event.status, "pending");
+    assert!(event.next_attempt_at_ms > payhook::store::now_ms() - 1000);
+}
+
+#[tokio::test]
+async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins() {
+    let app = spawn_app_with(|c| {
+        c.processor.checkout_expiry = Duration::from_secs(1);
+        c.processor.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    app.deliver(&bytes(&intent_event(
+        "evt_e1",
+        "payment_intent.created",
+        "pi_abandoned",
+        10,
+    )))
+    .await;
+    app.deliver(&bytes(&intent_event(
+        "evt_e2",
+        "payment_intent.processing",
+        "pi_inflight",
+        10,
+    )))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.checkout("pi_abandoned").map(|c| c.state) != Some("expired".into()) {
+        assert!(Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.checkout("pi_inflight").unwrap().state,
+        "processing",
+        "money in flight does not expire"
+    );
+    let trail = app.transitions("pi_abandoned");
+    assert_eq!(trail.last().unwrap().to_state, "expired");
+    assert_eq!(trail.last().unwrap().event_id, None);
+
+    app.deliver(&bytes(&intent_event(
+        "evt_e3",
+        "payment_intent.requires_action",
+        "pi_abandoned",
+        20,
+    )))
+    .await;
+    app.deliver(&bytes(&intent_event(
+        "evt_e4",
+        "payment_intent.succeeded",
+        "pi_abandoned",
+        30,
+    )))
+    .await;
+    app.settle().await;
+    let checkout = app.checkout("pi_abandoned").unwrap();
+    assert_eq!(checkout.state, "succeeded");
+    let trail = app.transitions("pi_abandoned");
+    assert_eq!(
+        trail[trail.len() - 2].reason.as_deref(),
+        Some("final"),
+        "requires_action cannot revive it"
+    );
+}

@@ -1,0 +1,154 @@
+use std::process::Command;
+
+use payhook::config::WebhookSecret;
+
+use crate::helpers::{fixtures_dir, spawn_app};
+
+#[tokio::test]
+async fn replaying_every_fixture_applies_each_flow() {
+    let app = spawn_app().await;
+    let deliveries = payhook::replay::replay(
+        &[fixtures_dir()],
+        &app.webhook_url(),
+        &WebhookSecret::new(app.secret.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deliveries.len(), 15);
+    assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
+    app.settle().await;
+    assert_eq!(
+        app.checkout("seti_1SWkbJLr8QmW2xNcWdeKLffX").unwrap().state,
+        "succeeded"
+    );
+    assert_eq!(
+        app.checkout("seti_1SWk89Lr8QmW2xNcD6uKL5Hk").unwrap().state,
+        "canceled"
+    );
+    assert_eq!(
+        app.checkout("pi_3SWkCFLr8QmW2xNcEnQpP95l").unwrap().state,
+        "succeeded"
+    );
+    assert_eq!(
+        app.checkout("pi_3SWkxvLr8QmW2xNcuz0OQydQ").unwrap().state,
+        "canceled"
+    );
+    assert_eq!(
+        app.checkout("pi_3SWknKLr8QmW2xNcpnYeB8m4").unwrap().state,
+        "requires_action"
+    );
+    assert_eq!(
+        app.checkout("pi_3SWkxiLr8QmW2xNc9pGd4t9w").unwrap().state,
+        "failed"
+    );
+    assert_eq!(
+        app.event("evt_1SWkp5Lr8QmW2xNcEktTIRUn").unwrap().status,
+        "ignored"
+    );
+}
+
+#[tokio::test]
+async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
+    let app = spawn_app().await;
+    let file = fixtures_dir().join("payment_intent.created.json");
+    let url = app.webhook_url();
+    let secret = app.secret.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_payhook"))
+            .args([
+                "replay",
+                file.to_str().unwrap(),
+                "--url",
+                &url,
+                "--secret",
+                &secret,
+            ])
+            .env_remove("STRIPE_WEBHOOK_SECRET")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("-> 200"), "{stdout}");
+
+    let file = fixtures_dir().join("payment_intent.created.json");
+    let url = app.webhook_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_payhook"))
+            .args([
+                "replay",
+                file.to_str().unwrap(),
+                "--url",
+                &url,
+                "--secret",
+                "whsec_wrong",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("-> 400"));
+}
+
+#[test]
+fn serve_without_a_webhook_secret_refuses_to_start_and_says_where_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("STRIPE_WEBHOOK_SECRET")
+        .env("DATABASE_URL", dir.path().join("x.sqlite3"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("stripe listen") && stderr.contains("dashboard"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_documents_every_setting_without_showing_secrets() {
+    let output = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["serve", "--help"])
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_do_not_print")
+        .env("STRIPE_SECRET_KEY", "sk_test_do_not_print")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for var in [
+        "DATABASE_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "BIND",
+        "WEBHOOK_TOLERANCE_SECS",
+        "RUST_LOG",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_API_BASE",
+        "CHECKOUT_EXPIRY_MINS",
+    ] {
+        assert!(help.contains(var), "--help lacks {var}");
+    }
+    assert!(!help.contains("do_not_print"), "{help}");
+}
+
+#[test]
+fn migrate_creates_the_embedded_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/payhook.sqlite3");
+    let output = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(["migrate", "--database-url", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(db.exists());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 migrations applied"));
+}
