@@ -162,15 +162,27 @@ impl ActionContext {
         now_ms().saturating_add(self.config.lease.as_millis() as i64)
     }
 
-    /// Runs `f` on a pooled connection off the async runtime.
+    /// Runs `f` on a pooled connection off the async runtime. A busy or briefly unreachable
+    /// database is tried again a few times: most calls here record what Stripe already did,
+    /// and giving up would leave the action idle until its lease runs out. A lost lease
+    /// ([`StoreError::Conflict`]) is final.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Conn) -> StoreResult<T> + Send + 'static,
+        f: impl Fn(&mut Conn) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let result = pool.get().and_then(|mut conn| f(&mut conn));
+                match result {
+                    Err(StoreError::Pool(_) | StoreError::Query(_)) if tries < 5 => {
+                        std::thread::sleep(Duration::from_millis(25 << tries));
+                    }
+                    other => return other,
+                }
+            }
         })
         .await
         .map_err(|e| StoreError::Conflict(format!("database task failed: {e}")))?
@@ -275,6 +287,9 @@ pub async fn execute_action(ctx: &ActionContext, mut action: ActionRow) {
                     return requeue_now(ctx, &action).await;
                 }
             }
+            Err(e @ ActionError::Store(StoreError::Corrupt(_))) => {
+                return fail(ctx, &action, &e).await
+            }
             Err(ActionError::Store(e)) => {
                 warn!(
                     "action {} ({}) step {}: database error, resuming after the lease: {e}",
@@ -336,7 +351,7 @@ async fn run_step(
             let checkout_id = action.checkout_id.clone();
             ctx.db(move |conn| {
                 conn.transaction(|conn| {
-                    record_stripe_customer(conn, customer, &stripe_id, checkout_id.as_deref())
+                    record_stripe_customer(conn, &customer, &stripe_id, checkout_id.as_deref())
                 })
             })
             .await?;
@@ -377,11 +392,17 @@ async fn run_step(
                 ctx.api.set_default_payment_method(&key, &cus, &pm_id),
             )
             .await?;
+            let customer_id = customer.id;
             ctx.db(move |conn| {
-                let mut customer = customer;
-                customer.default_payment_method_id = Some(pm_id);
-                customer.updated_at = now_secs();
-                customers::update_customer(conn, &customer)
+                conn.transaction(|conn| {
+                    // Re-read: the processor may have linked a customer_ref meanwhile.
+                    let Some(mut current) = customers::find_customer(conn, customer_id)? else {
+                        return Ok(());
+                    };
+                    current.default_payment_method_id = Some(pm_id.clone());
+                    current.updated_at = now_secs();
+                    customers::update_customer(conn, &current)
+                })
             })
             .await?;
             NEXT
@@ -469,8 +490,8 @@ async fn resolve_customer(
                         })?
                     }
                 };
-                if let Some(checkout) = checkout_id {
-                    if let Some(mut row) = checkout_store::find_checkout(conn, &checkout)? {
+                if let Some(checkout) = &checkout_id {
+                    if let Some(mut row) = checkout_store::find_checkout(conn, checkout)? {
                         if row.customer_id.is_none() {
                             row.customer_id = Some(found.id);
                             checkout_store::update_checkout(conn, &row)?;
@@ -494,13 +515,21 @@ async fn resolve_customer(
 /// known, so no later action creates another.
 fn record_stripe_customer(
     conn: &mut Conn,
-    customer: CustomerRow,
+    customer: &CustomerRow,
     stripe_id: &str,
     checkout_id: Option<&str>,
 ) -> StoreResult<()> {
-    let mut current = customers::find_customer(conn, customer.id)?.unwrap_or(customer);
+    let mut current =
+        customers::find_customer(conn, customer.id)?.unwrap_or_else(|| customer.clone());
     match current.stripe_customer_id.as_deref() {
         None => {
+            if let Some(other) = customers::find_customer_by_stripe_id(conn, stripe_id)? {
+                // Retrying cannot help: two local customers would share one Stripe customer.
+                return Err(StoreError::Corrupt(format!(
+                    "Stripe customer {stripe_id} created for customer {} is already linked to customer {}",
+                    current.id, other.id
+                )));
+            }
             current.stripe_customer_id = Some(stripe_id.to_owned());
             current.updated_at = now_secs();
             customers::update_customer(conn, &current)?;

@@ -488,6 +488,18 @@ fn apply_payment_method_event(
         Some((attached, event.created)),
         now,
     )?;
+    // A card detached elsewhere (dashboard, another service) is no longer anyone's default.
+    if row.is_detached() {
+        if let Some(customer_id) = row.customer_id {
+            if let Some(mut owner) = customers::find_customer(conn, customer_id)? {
+                if owner.default_payment_method_id.as_deref() == Some(row.id.as_str()) {
+                    owner.default_payment_method_id = None;
+                    owner.updated_at = now;
+                    customers::update_customer(conn, &owner)?;
+                }
+            }
+        }
+    }
     info!(
         "payment method {} is {} after {} ({})",
         row.id, row.status, event.id, event.event_type
