@@ -468,3 +468,26 @@ async fn a_backlog_is_spaced_out_by_the_request_budget() {
         "{requests} requests in {elapsed:?} exceed {rps}/s"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_key_fails_the_action_without_the_key_reaching_the_database() {
+    let server = happy_stripe().await;
+    // A misbehaving intermediary echoes the key back in its error message.
+    let echoed = format!("Invalid API Key provided: {}", crate::fake_stripe::API_KEY);
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(stripe_error(401, "invalid_request_error", None, &echoed))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(|c| stripe_config(c, &server.uri())).await;
+    app.deliver(&succeeded("evt_401", "seti_401", "pm_401"))
+        .await;
+
+    let failed = wait_for_action(&app, "save_card:seti_401", "failed").await;
+    assert_eq!(failed.last_error_code.as_deref(), Some("http_401"));
+    let checkout = app.checkout("seti_401").expect("checkout");
+    let shown = format!("{failed:?} {checkout:?}");
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(!shown.contains(crate::fake_stripe::API_KEY), "{shown}");
+}

@@ -432,3 +432,30 @@ async fn payment_method_events_keep_card_records_in_step_with_changes_made_elsew
         "a detached card is no default"
     );
 }
+
+#[tokio::test]
+async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows() {
+    let app = spawn_app().await;
+    // A first intent of user_test (from intent_event's metadata) creates a checkout...
+    app.deliver(&bytes(&crate::helpers::intent_event(
+        "evt_known",
+        "payment_intent.created",
+        "pi_known",
+        1,
+    )))
+    .await;
+    app.settle().await;
+    let known = checkout(&app, "pi_known");
+    let customer = local_customer_by_ref(&app, "user_test");
+    assert_eq!(known.customer_id, Some(customer.id));
+
+    // ...and a SetupIntent that names only that checkout saves its card for the same user.
+    let mut event =
+        crate::helpers::intent_event("evt_by_chk", "setup_intent.succeeded", "seti_by_chk", 2);
+    event["data"]["object"]["metadata"] = serde_json::json!({ "checkout_id": known.id });
+    event["data"]["object"]["payment_method"] = "pm_by_chk".into();
+    app.deliver(&bytes(&event)).await;
+    app.settle().await;
+    let action = crate::fake_stripe::action(&app, "save_card:seti_by_chk").expect("queued");
+    assert_eq!(action.customer_id, Some(customer.id));
+}
