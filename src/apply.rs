@@ -4,14 +4,19 @@
 //! this module reads the payload and writes the rows. A payload that cannot be applied is a
 //! permanent outcome ([`Applied::Invalid`]), never an error: errors are reserved for the
 //! database, where retrying can help.
+//!
+//! Stripe side effects are never performed here: an applied `succeeded` that saves a card
+//! writes one `save_card` row to the outbox ([`crate::store::actions`]) in the same
+//! transaction, and the action worker ([`crate::actions`]) performs it later.
 
 use log::{info, warn};
 use serde_json::Value;
 
 use crate::checkout::{self, CheckoutState, Decision, Trigger};
 use crate::event::{self, EventKind, IntentView, PaymentMethodView};
-use crate::ids::CustomerId;
-use crate::store::checkouts::{self as checkout_store, CheckoutRow, NewTransition};
+use crate::ids::{CustomerId, IntentId};
+use crate::store::actions::{self, NewAction};
+use crate::store::checkouts::{self as checkout_store, CardStatus, CheckoutRow, NewTransition};
 use crate::store::customers::{self, CustomerRow, NewCustomer};
 use crate::store::events::WebhookEvent;
 use crate::store::payment_methods::{self, PaymentMethodRow, PaymentMethodStatus};
@@ -154,6 +159,13 @@ fn apply_intent_event(
         }
         Decision::Refuse { reason, .. } => ("refused", Some(reason.as_str())),
     };
+    let save_card = match decision {
+        Decision::Apply { to, .. } => wants_saved_card(to, view, &row),
+        Decision::Refuse { .. } => None,
+    };
+    if save_card.is_some() && row.card_status.is_none() {
+        row.card_status = Some(CardStatus::Pending.as_str().to_owned());
+    }
     if current.is_none() {
         // Another instance may have created the checkout since we looked: fail this try so
         // the event is applied again, on top of that row.
@@ -181,6 +193,9 @@ fn apply_intent_event(
             at: now,
         },
     )?;
+    if let Some(pm_id) = save_card {
+        enqueue_save_card(conn, view, &row, customer.as_ref(), &pm_id, now)?;
+    }
     match decision {
         Decision::Apply { from, to, .. } => info!(
             "checkout {} ({}) {} -> {to} by {} ({})",
@@ -202,6 +217,78 @@ fn apply_intent_event(
     Ok(Applied::Processed)
 }
 
+/// The payment method to save when an applied transition asks for it: a succeeded
+/// SetupIntent, or a succeeded PaymentIntent with `setup_future_usage`, whose payment method
+/// is known. Refused transitions (a redelivered or stale `succeeded`) never get here.
+fn wants_saved_card(to: CheckoutState, view: &IntentView, row: &CheckoutRow) -> Option<String> {
+    if to != CheckoutState::Succeeded {
+        return None;
+    }
+    let saves = match view.id {
+        IntentId::Setup(_) => true,
+        IntentId::Payment(_) => row.setup_future_usage.is_some(),
+    };
+    if !saves {
+        return None;
+    }
+    view.payment_method
+        .as_ref()
+        .map(|p| p.to_string())
+        .or_else(|| row.payment_method_id.clone())
+}
+
+/// Writes the `save_card` action for this checkout, once: its idempotency key is derived
+/// from the intent, so a redelivered or replayed event finds it already there.
+///
+/// The local customer is the intent's Stripe `customer`, else the app user its metadata
+/// names (`customer_ref`, or `checkout_id` for a checkout payhook already knows), else the
+/// customer whose email is the payment method's billing email. When none of these is known
+/// yet the action is written without a customer and the worker resolves it from the billing
+/// email Stripe reports for the payment method.
+fn enqueue_save_card(
+    conn: &mut Conn,
+    view: &IntentView,
+    row: &CheckoutRow,
+    customer: Option<&CustomerRow>,
+    payment_method_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    let mut customer_id = customer.map(|c| c.id).or(row.customer_id);
+    if customer_id.is_none() {
+        if let Some(other) = view.checkout_ref.as_deref().filter(|r| *r != row.id) {
+            customer_id = checkout_store::find_checkout(conn, other)?.and_then(|c| c.customer_id);
+        }
+    }
+    if customer_id.is_none() {
+        let email = payment_methods::find_payment_method(conn, payment_method_id)?
+            .and_then(|pm| pm.billing_email);
+        if let Some(email) = email {
+            customer_id = customers::find_customer_by_email(conn, &email)?.map(|c| c.id);
+        }
+    }
+    let key = format!("{}:{}", actions::SAVE_CARD, row.intent_id);
+    let inserted = actions::insert_action(
+        conn,
+        &NewAction {
+            kind: actions::SAVE_CARD,
+            idempotency_key: &key,
+            checkout_id: Some(&row.id),
+            customer_id,
+            payment_method_id,
+            step: actions::FIRST_STEP,
+            created_at: now,
+            updated_at: now,
+        },
+    )?;
+    if inserted {
+        info!(
+            "checkout {} ({}): queued {key} for {payment_method_id} (customer {customer_id:?})",
+            row.id, row.intent_id
+        );
+    }
+    Ok(())
+}
+
 fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> CheckoutRow {
     CheckoutRow {
         id: new_checkout_id(),
@@ -221,6 +308,9 @@ fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> Checkout
         last_error_message: None,
         created_at: now,
         updated_at: now,
+        card_status: None,
+        card_error_code: None,
+        card_error: None,
     }
 }
 
@@ -398,6 +488,18 @@ fn apply_payment_method_event(
         Some((attached, event.created)),
         now,
     )?;
+    // A card detached elsewhere (dashboard, another service) is no longer anyone's default.
+    if row.is_detached() {
+        if let Some(customer_id) = row.customer_id {
+            if let Some(mut owner) = customers::find_customer(conn, customer_id)? {
+                if owner.default_payment_method_id.as_deref() == Some(row.id.as_str()) {
+                    owner.default_payment_method_id = None;
+                    owner.updated_at = now;
+                    customers::update_customer(conn, &owner)?;
+                }
+            }
+        }
+    }
     info!(
         "payment method {} is {} after {} ({})",
         row.id, row.status, event.id, event.event_type

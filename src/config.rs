@@ -70,6 +70,7 @@ pub struct Config {
     pub pool_size: u32,
     pub admission: AdmissionConfig,
     pub processor: ProcessorConfig,
+    pub actions: ActionConfig,
     /// HTTP worker threads; 0 lets actix pick one per core.
     pub http_workers: usize,
     /// How long a client may take to send its request headers and body.
@@ -132,6 +133,51 @@ impl Default for ProcessorConfig {
     }
 }
 
+/// The action worker that performs Stripe side effects (see [`crate::actions`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ActionConfig {
+    /// Stripe requests per second, on average, for the whole process (token bucket). Stripe
+    /// allows ~100/s in live mode and 25/s in test mode per account, shared with every other
+    /// user of the key; the default leaves room for them.
+    pub max_rps: f64,
+    /// Requests that may go out back to back after a quiet spell.
+    pub burst: f64,
+    /// Tries before an action failing with retryable errors is marked `failed`.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per try, with jitter, up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How often the worker looks for due actions.
+    pub poll_interval: Duration,
+    /// Actions performed at once (each one's calls are sequential).
+    pub concurrency: usize,
+    /// How long a claim lasts without progress before another worker may take over; every
+    /// recorded step extends it. Longer than a few Stripe calls with their timeout.
+    pub lease: Duration,
+    /// Per-request timeout of Stripe calls.
+    pub request_timeout: Duration,
+    /// On shutdown, how long in-flight actions may finish before they are abandoned (safe:
+    /// their lease runs out and the next start resumes them with the same keys).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ActionConfig {
+    fn default() -> Self {
+        Self {
+            max_rps: 20.0,
+            burst: 20.0,
+            max_attempts: 10,
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(15 * 60),
+            poll_interval: Duration::from_millis(500),
+            concurrency: 4,
+            lease: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn new(database_url: DatabaseUrl, webhook_secrets: Vec<WebhookSecret>) -> Self {
@@ -147,6 +193,7 @@ impl Config {
             pool_size: 8,
             admission: AdmissionConfig::default(),
             processor: ProcessorConfig::default(),
+            actions: ActionConfig::default(),
             http_workers: 0,
             client_request_timeout: Duration::from_secs(10),
         }

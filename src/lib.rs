@@ -11,14 +11,19 @@
 //! - [`http`]: actix-web handlers.
 //! - [`apply`]: one event's effects on checkouts, customers and payment methods.
 //! - [`processor`]: claims inbox rows and applies them, with retries.
+//! - [`actions`]: the outbox worker: performs Stripe side effects with idempotency keys.
+//! - [`stripe_api`]: the few Stripe API calls payhook makes (async-stripe), errors classified.
+//! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
 //! - [`sweeper`]: expires checkouts that never complete.
 //! - [`replay`]: signs and POSTs event files to any endpoint.
 //!
-//! The path of one event: receive → verify → admit (200 after commit) → apply (background).
+//! The path of one event: receive → verify → admit (200 after commit) → apply (background)
+//! → act (outbox actions against the Stripe API, when a key is configured).
 
 // Unit tests unwrap freely: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod actions;
 pub mod admission;
 pub mod apply;
 pub mod checkout;
@@ -27,9 +32,11 @@ pub mod event;
 pub mod http;
 pub mod ids;
 pub mod processor;
+pub mod rate_limit;
 pub mod replay;
 pub mod signature;
 pub mod store;
+pub mod stripe_api;
 pub mod sweeper;
 
 use std::net::TcpListener;
@@ -82,9 +89,33 @@ impl Application {
             "database {} ready ({migrated} migrations applied)",
             config.database_url
         );
-        if config.stripe_secret_key.is_none() {
-            warn!("STRIPE_SECRET_KEY is not set: events are received and applied, but Stripe side effects wait until a key is configured");
-        }
+        // Built before anything starts so a malformed key stops start-up, not the worker.
+        let stripe = match &config.stripe_secret_key {
+            Some(key) => Some(
+                stripe_api::StripeApi::with_timeout(
+                    key.expose(),
+                    &config.stripe_api_base,
+                    config.actions.request_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?,
+            ),
+            None => {
+                let pending = {
+                    let pool = pool.clone();
+                    tokio::task::spawn_blocking(move || -> store::StoreResult<i64> {
+                        let mut conn = pool.get()?;
+                        Ok(store::actions::count_actions_by_status(&mut conn)?
+                            .into_iter()
+                            .filter(|(s, _)| s == "pending")
+                            .map(|(_, n)| n)
+                            .sum())
+                    })
+                    .await??
+                };
+                warn!("STRIPE_SECRET_KEY is not set: events are received and applied, but Stripe side effects (saving cards to customers) wait until a key is configured; {pending} actions pending");
+                None
+            }
+        };
 
         let committed = Arc::new(Notify::new());
         let (admitter, writers) =
@@ -109,6 +140,16 @@ impl Application {
                 shutdown.clone(),
             )),
         ];
+        let mut tasks = tasks;
+        if let Some(api) = stripe {
+            info!("Stripe side effects go to {}", config.stripe_api_base);
+            let ctx = Arc::new(actions::ActionContext::new(
+                pool.clone(),
+                api,
+                config.actions,
+            ));
+            tasks.push(tokio::spawn(actions::run(ctx, shutdown.clone())));
+        }
         info!(
             "listening on {}:{port}, webhook endpoint POST /webhooks/stripe",
             config.bind.ip()

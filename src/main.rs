@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use payhook::config::{
-    self, AdmissionConfig, ApiKey, Config, ProcessorConfig, DEFAULT_STRIPE_API_BASE,
+    self, ActionConfig, AdmissionConfig, ApiKey, Config, ProcessorConfig, DEFAULT_STRIPE_API_BASE,
 };
 use payhook::store::{self, DatabaseUrl, Durability, Pool, PoolOptions};
 use payhook::Application;
@@ -41,7 +41,8 @@ enum Command {
     Migrate,
     /// Sign event files with the current time, as Stripe does, and POST them.
     Replay(ReplayArgs),
-    /// Put dead events back in the queue (a running `serve` picks them up).
+    /// Put dead events and failed Stripe actions back in the queue (a running `serve` picks
+    /// them up).
     Retry,
     /// Print event and checkout counts by status.
     Stats,
@@ -97,6 +98,20 @@ struct ServeArgs {
     /// Admission writer threads (default: 1 on SQLite, 4 on PostgreSQL).
     #[arg(long, env = "ADMIT_WRITERS")]
     admit_writers: Option<usize>,
+    /// Stripe API requests per second for this process (token bucket; Stripe allows ~100/s
+    /// live, 25/s in test mode, per account).
+    #[arg(long, env = "STRIPE_MAX_RPS", default_value_t = 20.0)]
+    stripe_max_rps: f64,
+    /// Tries before a Stripe action failing with retryable errors is marked failed.
+    #[arg(long, env = "ACTION_MAX_ATTEMPTS", default_value_t = 10)]
+    action_max_attempts: i32,
+    /// First retry delay of a Stripe action in milliseconds (doubles per try, with jitter,
+    /// capped at 15 min).
+    #[arg(long, env = "ACTION_RETRY_BASE_MS", default_value_t = 2000)]
+    action_retry_base_ms: u64,
+    /// Stripe actions performed at once.
+    #[arg(long, env = "ACTION_CONCURRENCY", default_value_t = 4)]
+    action_concurrency: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     http_workers: usize,
@@ -163,6 +178,14 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
         checkout_expiry: Duration::from_secs(args.checkout_expiry_mins * 60),
         ..ProcessorConfig::default()
     };
+    config.actions = ActionConfig {
+        max_rps: args.stripe_max_rps.max(0.1),
+        burst: args.stripe_max_rps.max(1.0),
+        max_attempts: args.action_max_attempts.max(1),
+        retry_base: Duration::from_millis(args.action_retry_base_ms),
+        concurrency: args.action_concurrency.max(1),
+        ..ActionConfig::default()
+    };
     Ok(config)
 }
 
@@ -223,6 +246,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut conn = pool.get()?;
             let n = store::events::requeue_dead_events(&mut conn)?;
             println!("{n} dead events requeued");
+            let actions = payhook::actions::requeue_failed_actions(&mut conn)?;
+            println!("{actions} failed Stripe actions requeued");
         }
         Command::Stats => {
             let pool = open_pool(&url)?;
@@ -232,6 +257,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             for (state, n) in store::checkouts::count_checkouts_by_state(&mut conn)? {
                 println!("checkouts\t{state}\t{n}");
+            }
+            for (status, n) in store::actions::count_actions_by_status(&mut conn)? {
+                println!("stripe_actions\t{status}\t{n}");
             }
         }
     }

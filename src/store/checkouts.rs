@@ -28,6 +28,32 @@ pub struct CheckoutRow {
     pub last_error_message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// What became of the card this checkout saves ([`CardStatus`]); `None` when it saves none.
+    pub card_status: Option<String>,
+    /// Stripe's error code when saving the card failed for good.
+    pub card_error_code: Option<String>,
+    pub card_error: Option<String>,
+}
+
+/// Outcome of the Stripe side effects a checkout asked for (saving its card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardStatus {
+    /// A `save_card` action is queued or being retried.
+    Pending,
+    /// Attached to the customer at Stripe, set as default, details stored.
+    Saved,
+    /// A permanent error or too many tries; `card_error_code`/`card_error` say which.
+    Failed,
+}
+
+impl CardStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Saved => "saved",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 impl CheckoutRow {
@@ -160,4 +186,39 @@ pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(String, i64
         .select((dsl::state, diesel::dsl::count_star()))
         .order(dsl::state)
         .load(c))?)
+}
+
+/// Records what became of a checkout's card (see [`CardStatus`]).
+pub fn set_card_status(
+    conn: &mut Conn,
+    checkout_id: &str,
+    status: CardStatus,
+    error: Option<(&str, &str)>,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::checkouts.find(checkout_id))
+        .set((
+            dsl::card_status.eq(status.as_str()),
+            dsl::card_error_code.eq(error.map(|e| e.0)),
+            dsl::card_error.eq(error.map(|e| e.1)),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Records the Stripe customer a checkout's card was saved to, if none is known yet.
+pub fn set_checkout_stripe_customer(
+    conn: &mut Conn,
+    checkout_id: &str,
+    stripe_customer_id: &str,
+    customer_id: i64,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::checkouts.find(checkout_id))
+        .filter(dsl::stripe_customer_id.is_null())
+        .set(dsl::stripe_customer_id.eq(stripe_customer_id))
+        .execute(c))?;
+    with_conn!(conn, c => diesel::update(dsl::checkouts.find(checkout_id))
+        .filter(dsl::customer_id.is_null())
+        .set(dsl::customer_id.eq(customer_id))
+        .execute(c))?;
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! backend. Repository functions take `&mut Conn`, never the pool, so callers compose them in
 //! one transaction.
 
+pub mod actions;
 pub mod checkouts;
 pub mod customers;
 pub mod events;
@@ -136,10 +137,12 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
             Durability::Normal => "NORMAL",
         };
         // WAL lets readers run beside the single writer; busy_timeout makes a second writer
-        // wait instead of failing; foreign keys are off by default in SQLite.
+        // wait instead of failing; foreign keys are off by default in SQLite. busy_timeout
+        // comes first: `journal_mode = WAL` itself needs a lock, and without the timeout a
+        // new connection opened while another one writes fails with "database is locked".
         conn.batch_execute(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }

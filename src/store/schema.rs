@@ -72,6 +72,9 @@ diesel::table! {
         last_error_message -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        card_status -> Nullable<Text>,
+        card_error_code -> Nullable<Text>,
+        card_error -> Nullable<Text>,
     }
 }
 
@@ -91,9 +94,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    stripe_actions (id) {
+        id -> BigInt,
+        kind -> Text,
+        idempotency_key -> Text,
+        checkout_id -> Nullable<Text>,
+        customer_id -> Nullable<BigInt>,
+        payment_method_id -> Text,
+        status -> Text,
+        step -> Text,
+        attempts -> Integer,
+        next_attempt_at_ms -> BigInt,
+        locked_until_ms -> BigInt,
+        locked_by -> Nullable<Text>,
+        last_error_code -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        result -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(checkout_transitions -> checkouts (checkout_id));
 diesel::joinable!(checkouts -> customers (customer_id));
 diesel::joinable!(payment_methods -> customers (customer_id));
+diesel::joinable!(stripe_actions -> checkouts (checkout_id));
+diesel::joinable!(stripe_actions -> customers (customer_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     webhook_events,
@@ -101,4 +128,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     payment_methods,
     checkouts,
     checkout_transitions,
+    stripe_actions,
 );

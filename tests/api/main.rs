@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod fake_stripe;
 mod helpers;
 mod ordering;
 mod processing;
 mod real_events;
 mod replay;
 mod signature;
+mod stripe_faults;
+mod stripe_flows;

@@ -127,6 +127,8 @@ fn help_documents_every_setting_without_showing_secrets() {
         "STRIPE_SECRET_KEY",
         "STRIPE_API_BASE",
         "CHECKOUT_EXPIRY_MINS",
+        "STRIPE_MAX_RPS",
+        "ACTION_MAX_ATTEMPTS",
     ] {
         assert!(help.contains(var), "--help lacks {var}");
     }
@@ -147,5 +149,5 @@ fn migrate_creates_the_embedded_database() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(db.exists());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("1 migrations applied"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 migrations applied"));
 }

@@ -1,0 +1,176 @@
+//! A stateful fake Stripe API (localstripe via `.ci/fake_stripe.py`, see `.ci/fake-stripe.md`)
+//! per test, killed on drop, plus the few calls a test makes to set the scene.
+//!
+//! Without python3 + localstripe the tests that need it print a line saying so and pass
+//! (developer machines); with `CI=true` they fail instead, so CI can never skip them silently.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use serde_json::Value;
+
+pub const API_KEY: &str = "sk_test_payhook_fake";
+
+pub struct FakeStripe {
+    pub base_url: String,
+    child: Child,
+    /// Kept open: the fake exits on EOF, so it dies with the test process however that ends.
+    _stdin: Option<ChildStdin>,
+    client: reqwest::Client,
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        drop(self._stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+impl FakeStripe {
+    /// Starts the fake, or returns `None` (after printing why) when it cannot run here and
+    /// this is not CI.
+    pub fn start(test: &str) -> Option<Self> {
+        match Self::try_start() {
+            Ok(fake) => Some(fake),
+            Err(why) if !in_ci() => {
+                println!(
+                    "SKIPPED {test}: fake Stripe unavailable ({why}); \
+                     install with `python3 -m pip install -r .ci/requirements-fake-stripe.txt`"
+                );
+                None
+            }
+            Err(why) => panic!("{test}: fake Stripe unavailable in CI: {why}"),
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/fake_stripe.py");
+        let mut child = Command::new("python3")
+            .args([script, "--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading its port: {e}"))?;
+        let Some(port) = line.trim().strip_prefix("LISTENING ") else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            return Err(format!(
+                "it did not start (exit {status:?}; is localstripe installed?)"
+            ));
+        };
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+            _stdin: stdin,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Value {
+        let response = request
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("fake Stripe answers");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON from fake Stripe");
+        assert!(status.is_success(), "fake Stripe said {status}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+        let url = format!("{}{path}", self.base_url);
+        self.send(self.client.post(url).form(form)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.base_url);
+        self.send(self.client.get(url)).await
+    }
+
+    /// A card payment method (the fingerprint depends on the number only).
+    pub async fn card(&self, number: &str, email: &str) -> Value {
+        self.post(
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", number),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2031"),
+                ("card[cvc]", "123"),
+                ("billing_details[email]", email),
+            ],
+        )
+        .await
+    }
+}
+
+/// The event Stripe would send for `object` (the fake sends none for most of our flows).
+pub fn event_for(event_id: &str, event_type: &str, object: &Value) -> Value {
+    serde_json::json!({
+        "id": event_id, "object": "event", "api_version": "2025-09-30.clover",
+        "created": payhook::store::now_secs(), "livemode": false, "pending_webhooks": 1,
+        "type": event_type, "data": {"object": object}
+    })
+}
+
+// --- apps wired to a Stripe API (the fake here, or a wiremock server) -------------------
+
+use std::time::{Duration, Instant};
+
+use payhook::config::{ApiKey, Config};
+use payhook::store::actions::{self, ActionRow};
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// Test settings for the action worker: quick polling and retries, short timeouts.
+pub fn stripe_config(config: &mut Config, base_url: &str) {
+    config.stripe_secret_key = Some(ApiKey::new(API_KEY.to_owned()));
+    config.stripe_api_base = base_url.to_owned();
+    config.actions.poll_interval = Duration::from_millis(20);
+    config.actions.retry_base = Duration::from_millis(20);
+    config.actions.retry_cap = Duration::from_millis(200);
+    config.actions.request_timeout = Duration::from_secs(5);
+    config.actions.lease = Duration::from_secs(10);
+    config.actions.shutdown_grace = Duration::ZERO;
+    config.actions.max_rps = 1000.0;
+    config.actions.burst = 1000.0;
+}
+
+pub async fn spawn_stripe_app(base_url: &str) -> TestApp {
+    spawn_app_with(|c| stripe_config(c, base_url)).await
+}
+
+pub fn action(app: &TestApp, key: &str) -> Option<ActionRow> {
+    app.with_conn(|c| actions::find_action_by_key(c, key).expect("query"))
+}
+
+/// Waits (bounded) until the action `key` exists and has `status`.
+pub async fn wait_for_action(app: &TestApp, key: &str, status: &str) -> ActionRow {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = action(app, key);
+        if let Some(a) = &found {
+            if a.status == status {
+                return a.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "action {key} not {status}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
