@@ -9,4 +9,5 @@ mod ordering;
 mod processing;
 mod real_events;
 mod replay;
+mod schema;
 mod signature;
