@@ -9,5 +9,6 @@ mod ordering;
 mod processing;
 mod real_events;
 mod replay;
+mod scale_out;
 mod schema;
 mod signature;
