@@ -118,7 +118,11 @@ fn postgres_reachable() -> &'static Result<(), String> {
             Ok(mut c) => c.batch_execute("SELECT 1").map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        checked.map_err(|e| format!("{} unreachable: {}", DatabaseUrl::parse(&url), e.trim()))
+        // libpq's message spans lines; the SKIPPED line is one.
+        checked.map_err(|e| {
+            let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{} unreachable: {e}", DatabaseUrl::parse(&url))
+        })
     })
 }
 

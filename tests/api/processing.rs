@@ -2,7 +2,14 @@ use std::time::{Duration, Instant};
 
 use payhook::store::events::requeue_dead_events;
 
+use std::sync::{Arc, Barrier};
+
+use diesel::connection::SimpleConnection;
+use payhook::store::{Pool, PoolOptions, StoreResult};
+use payhook::with_conn;
+
 use crate::helpers::{both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp};
+use crate::helpers::{postgres_available_or_skip, TestDatabase};
 
 async fn wait_for(
     app: &TestApp,
@@ -139,3 +146,47 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(bac
     );
 }
 both_backends!(checkouts_that_never_complete_expire_and_a_later_success_still_wins);
+
+/// Two transactions locking two rows in opposite orders: PostgreSQL aborts one with a
+/// deadlock error, which the processor must treat as contention (reschedule, try not
+/// counted), not as a failure of the event. PostgreSQL only: SQLite has one writer.
+#[tokio::test]
+async fn a_deadlock_victim_is_contention_not_a_failed_try() {
+    if !postgres_available_or_skip() {
+        return;
+    }
+    let db = tokio::task::spawn_blocking(|| TestDatabase::create(Backend::Postgres))
+        .await
+        .unwrap();
+    let url = db.url();
+    tokio::task::spawn_blocking(move || {
+        let pool = Pool::connect(&url, PoolOptions::default()).unwrap();
+        let mut setup = pool.get().unwrap();
+        with_conn!(&mut setup, c => c.batch_execute(
+            "CREATE TABLE pair (id INT PRIMARY KEY); INSERT INTO pair VALUES (1), (2)"
+        ))
+        .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let lock_both = |first: i32, second: i32| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut conn = pool.get().unwrap();
+                conn.transaction(|conn| -> StoreResult<()> {
+                    let lock = |n: i32| format!("UPDATE pair SET id = id WHERE id = {n}");
+                    with_conn!(&mut *conn, c => c.batch_execute(&lock(first)))?;
+                    barrier.wait();
+                    with_conn!(&mut *conn, c => c.batch_execute(&lock(second)))?;
+                    Ok(())
+                })
+            })
+        };
+        let (a, b) = (lock_both(1, 2), lock_both(2, 1));
+        let results = [a.join().unwrap(), b.join().unwrap()];
+        let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "one victim: {results:?}");
+        assert!(errors[0].is_contention(), "{}", errors[0]);
+    })
+    .await
+    .unwrap();
+    drop(db);
+}
