@@ -153,19 +153,19 @@ fn drain_into(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: u
 }
 
 fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreError> {
+    // Inserted in id order: on PostgreSQL several writers (and instances) insert at once, and
+    // a duplicate waits for the transaction holding its id. One order for every batch means
+    // no two batches wait for each other in a cycle, so duplicates never deadlock a batch.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| batch[a].event.id.cmp(&batch[b].event.id));
     let mut conn = pool.get()?;
     conn.transaction(|conn| {
-        batch
-            .iter()
-            .map(|r| {
-                events::insert_event(conn, &r.event).map(|new| {
-                    if new {
-                        Admission::Stored
-                    } else {
-                        Admission::Duplicate
-                    }
-                })
-            })
-            .collect()
+        let mut outcomes = vec![Admission::Duplicate; batch.len()];
+        for i in order {
+            if events::insert_event(conn, &batch[i].event)? {
+                outcomes[i] = Admission::Stored;
+            }
+        }
+        Ok(outcomes)
     })
 }

@@ -101,83 +101,96 @@ fn apply_intent_event(
         if payment_methods::find_payment_method(conn, pm_id.as_str())?.is_none() {
             let mut row = PaymentMethodRow::new(pm_id.as_str(), now);
             link_customer(&mut row, customer.as_ref(), view.customer.as_ref());
-            payment_methods::save_payment_method(conn, &row)?;
+            // If-absent: a concurrent payment_method.* event may be recording the details
+            // right now, and this bare row must not overwrite them.
+            payment_methods::insert_payment_method_if_absent(conn, &row)?;
         }
     }
 
     let target = trigger_for(kind, view).target();
     let created = event.created;
-    let existing = checkout_store::find_checkout_by_intent(conn, view.id.as_str())?;
-    let (mut row, current) = match existing {
-        Some(row) => {
-            let current = row.current()?;
-            (row, Some(current))
-        }
-        None => (blank_checkout(view, target, now), None),
-    };
-    let decision = checkout::decide(current, target, created);
+    // Twice at most: a second look only follows a checkout created concurrently, and then
+    // finds it.
+    let mut attempt = 0;
+    let (row, current, decision, outcome, reason, save_card) = loop {
+        attempt += 1;
+        let existing = checkout_store::find_checkout_by_intent(conn, view.id.as_str())?;
+        let (mut row, current) = match existing {
+            Some(row) => {
+                let current = row.current()?;
+                (row, Some(current))
+            }
+            None => (blank_checkout(view, target, now), None),
+        };
+        let decision = checkout::decide(current, target, created);
 
-    // Details the payload names are kept whatever the decision: a stale event may still be
-    // the only one that says which customer or card the intent belongs to.
-    fill_if_missing(&mut row.customer_id, customer.as_ref().map(|c| c.id));
-    fill_if_missing(
-        &mut row.stripe_customer_id,
-        view.customer.as_ref().map(|c| c.to_string()),
-    );
-    fill_if_missing(
-        &mut row.payment_method_id,
-        view.payment_method.as_ref().map(|p| p.to_string()),
-    );
-    fill_if_missing(&mut row.amount, view.amount);
-    fill_if_missing(&mut row.currency, view.currency.clone());
-    fill_if_missing(&mut row.setup_future_usage, view.setup_future_usage.clone());
+        // Details the payload names are kept whatever the decision: a stale event may still be
+        // the only one that says which customer or card the intent belongs to.
+        fill_if_missing(&mut row.customer_id, customer.as_ref().map(|c| c.id));
+        fill_if_missing(
+            &mut row.stripe_customer_id,
+            view.customer.as_ref().map(|c| c.to_string()),
+        );
+        fill_if_missing(
+            &mut row.payment_method_id,
+            view.payment_method.as_ref().map(|p| p.to_string()),
+        );
+        fill_if_missing(&mut row.amount, view.amount);
+        fill_if_missing(&mut row.currency, view.currency.clone());
+        fill_if_missing(&mut row.setup_future_usage, view.setup_future_usage.clone());
 
-    let (outcome, reason) = match decision {
-        Decision::Apply { to, warning, .. } => {
-            if let Some(w) = warning {
-                warn!(
-                    "checkout {} ({}): {w}; event {}",
-                    row.id, row.intent_id, event.id
-                );
+        let (outcome, reason) = match decision {
+            Decision::Apply { to, warning, .. } => {
+                if let Some(w) = warning {
+                    warn!(
+                        "checkout {} ({}): {w}; event {}",
+                        row.id, row.intent_id, event.id
+                    );
+                }
+                row.state = to.as_str().to_owned();
+                row.state_event_id = Some(event.id.clone());
+                row.state_event_created = created;
+                // The error fields describe the event that set the current state, so they end the
+                // same whatever order events came in; every event's error stays in the trail.
+                row.last_error_code = view.error.code.clone();
+                row.decline_code = view.error.decline_code.clone();
+                row.last_error_message = view.error.message.clone();
+                if let Some(pm) = &view.payment_method {
+                    row.payment_method_id = Some(pm.to_string());
+                }
+                if view.amount.is_some() {
+                    row.amount = view.amount;
+                }
+                row.updated_at = now;
+                ("applied", warning)
             }
-            row.state = to.as_str().to_owned();
-            row.state_event_id = Some(event.id.clone());
-            row.state_event_created = created;
-            // The error fields describe the event that set the current state, so they end the
-            // same whatever order events came in; every event's error stays in the trail.
-            row.last_error_code = view.error.code.clone();
-            row.decline_code = view.error.decline_code.clone();
-            row.last_error_message = view.error.message.clone();
-            if let Some(pm) = &view.payment_method {
-                row.payment_method_id = Some(pm.to_string());
-            }
-            if view.amount.is_some() {
-                row.amount = view.amount;
-            }
-            row.updated_at = now;
-            ("applied", warning)
+            Decision::Refuse { reason, .. } => ("refused", Some(reason.as_str())),
+        };
+        let save_card = match decision {
+            Decision::Apply { to, .. } => wants_saved_card(to, view, &row),
+            Decision::Refuse { .. } => None,
+        };
+        if save_card.is_some() && row.card_status.is_none() {
+            row.card_status = Some(CardStatus::Pending.as_str().to_owned());
         }
-        Decision::Refuse { reason, .. } => ("refused", Some(reason.as_str())),
-    };
-    let save_card = match decision {
-        Decision::Apply { to, .. } => wants_saved_card(to, view, &row),
-        Decision::Refuse { .. } => None,
-    };
-    if save_card.is_some() && row.card_status.is_none() {
-        row.card_status = Some(CardStatus::Pending.as_str().to_owned());
-    }
-    if current.is_none() {
-        // Another instance may have created the checkout since we looked: fail this try so
-        // the event is applied again, on top of that row.
-        if !checkout_store::insert_checkout(conn, &row)? {
-            return Err(StoreError::Conflict(format!(
-                "checkout for {} created concurrently",
-                row.intent_id
-            )));
+        if current.is_none() {
+            // Another instance may have created the checkout since we looked (on PostgreSQL the
+            // insert waited for its transaction to commit): decide again on top of that row,
+            // which the next look sees and locks.
+            if !checkout_store::insert_checkout(conn, &row)? {
+                if attempt < 2 {
+                    continue;
+                }
+                return Err(StoreError::Conflict(format!(
+                    "checkout for {} created concurrently",
+                    row.intent_id
+                )));
+            }
+        } else {
+            checkout_store::update_checkout(conn, &row)?;
         }
-    } else {
-        checkout_store::update_checkout(conn, &row)?;
-    }
+        break (row, current, decision, outcome, reason, save_card);
+    };
     checkout_store::insert_transition(
         conn,
         &NewTransition {

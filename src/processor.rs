@@ -6,6 +6,25 @@
 //! and a retry never applies one twice. A database error inside one event's savepoint rolls
 //! back only that event, which is retried later with exponential backoff and jitter and ends
 //! `dead` after `max_attempts` tries.
+//!
+//! # Several instances on one PostgreSQL
+//!
+//! The claim is a row lock held by the batch transaction (`FOR UPDATE SKIP LOCKED`): other
+//! instances skip claimed events instead of waiting, and nothing is applied twice because an
+//! event's status changes in the same transaction that applies it. Claims expire by
+//! themselves: when an instance dies, its connection drops, PostgreSQL aborts its
+//! transaction (none of the batch's effects survive) and releases the locks, so the events
+//! are claimable again at once. No lease column or timeout to tune.
+//!
+//! Instances applying events of the same objects still meet on row locks (the checkout, its
+//! customer, the payment method). Each batch applies its events grouped by object (sorted by
+//! object id, then Stripe time), so two batches take checkout locks in the same order. Rarer
+//! cycles through customers or payment methods remain possible; PostgreSQL then aborts one
+//! statement with a deadlock error. That is contention, not a fault of the event: the
+//! savepoint rolls back that event alone, it is rescheduled after a short jittered delay and
+//! its count of tries is left alone (see [`StoreError::is_contention`]). Bounded: each such
+//! abort lets the other transaction commit, so contention retries cannot outnumber the
+//! conflicting events that completed; an event is never made `dead` by contention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +48,8 @@ pub struct BatchReport {
     pub failed: usize,
     pub retried: usize,
     pub dead: usize,
+    /// Rolled back by contention with another transaction; rescheduled, try not counted.
+    pub contended: usize,
 }
 
 /// Delay before try number `attempts + 1`: `base * 2^(attempts-1)`, capped, times a random
@@ -47,7 +68,18 @@ pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<Batch
     let mut conn = pool.get()?;
     conn.transaction(|conn| {
         let now = now_ms();
-        let due = events::claim_due_events(conn, now, config.batch_size)?;
+        let mut due = events::claim_due_events(conn, now, config.batch_size)?;
+        // Claimed oldest first across all objects; applied grouped by object so concurrent
+        // batches lock checkouts in one order (see the module docs). Per object, Stripe
+        // time order is kept.
+        due.sort_by(|a, b| {
+            (&a.object_id, a.created, a.received_at, &a.id).cmp(&(
+                &b.object_id,
+                b.created,
+                b.received_at,
+                &b.id,
+            ))
+        });
         let mut report = BatchReport {
             claimed: due.len(),
             ..BatchReport::default()
@@ -110,6 +142,24 @@ fn record_failure(
     report: &mut BatchReport,
 ) -> StoreResult<()> {
     let message = error.to_string();
+    if error.is_contention() {
+        report.contended += 1;
+        let delay = config
+            .retry_base
+            .mul_f64(rand::rng().random_range(0.5..1.5));
+        debug!(
+            "event {} ({}) met a concurrent transaction, again in {delay:?}: {message}",
+            event.id, event.event_type
+        );
+        let next = now.saturating_add(delay.as_millis() as i64);
+        return events::schedule_event_retry(
+            conn,
+            &event.id,
+            event.attempts,
+            next,
+            &format!("contention, try not counted: {message}"),
+        );
+    }
     if attempts >= config.max_attempts {
         report.dead += 1;
         error!(

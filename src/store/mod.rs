@@ -26,6 +26,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
+/// The PostgreSQL advisory lock key held while migrating ("payhook" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0070_6179_686f_6f6b;
+
 /// Where the data lives, parsed from `DATABASE_URL` (or its default).
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -120,6 +123,26 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// A clash between concurrent transactions that says nothing about the data: PostgreSQL
+    /// chose this transaction as a deadlock victim or could not serialize it, or a row it
+    /// meant to create was created concurrently. Trying again soon succeeds; it is not a
+    /// failure of the event being applied.
+    pub fn is_contention(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            Self::Conflict(_) => true,
+            Self::Query(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => true,
+            // diesel maps SQLSTATE 40P01 (deadlock_detected) to `Unknown`; the server's
+            // message is the only mark left (English unless lc_messages says otherwise).
+            Self::Query(Error::DatabaseError(_, info)) => {
+                info.message().contains("deadlock detected")
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -241,15 +264,24 @@ impl Pool {
     /// Applies pending embedded migrations; returns how many ran.
     pub fn migrate(&self) -> StoreResult<usize> {
         let mut conn = self.get()?;
-        let applied = with_conn!(&mut conn, c => {
-            let migrations = match self {
-                Self::Sqlite(_) => SQLITE_MIGRATIONS,
-                Self::Postgres(_) => POSTGRES_MIGRATIONS,
-            };
-            c.run_pending_migrations(migrations)
+        let applied = match &mut conn {
+            Conn::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len())
-                .map_err(|e| StoreError::Migration(e.to_string()))?
-        });
+                .map_err(|e| StoreError::Migration(e.to_string()))?,
+            Conn::Postgres(c) => {
+                // Several instances starting together would otherwise race to create the
+                // same tables. The session lock waits for whoever migrates first; the others
+                // then find nothing pending. It ends with the session if we die holding it.
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+                let result = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| StoreError::Migration(e.to_string()));
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+                result?
+            }
+        };
         Ok(applied)
     }
 

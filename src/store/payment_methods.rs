@@ -93,6 +93,33 @@ pub fn find_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<Paym
         .optional())?)
 }
 
+/// The record, locked for the transaction on PostgreSQL (SQLite has one writer anyway).
+pub fn lock_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<PaymentMethodRow>> {
+    macro_rules! query {
+        () => {
+            dsl::payment_methods
+                .find(id)
+                .select(PaymentMethodRow::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().first(&mut **c).optional()?,
+        Conn::Postgres(c) => query!().for_update().first(&mut **c).optional()?,
+    })
+}
+
+/// Inserts the record unless one with its id exists; returns whether it inserted.
+pub fn insert_payment_method_if_absent(
+    conn: &mut Conn,
+    row: &PaymentMethodRow,
+) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::insert_into(payment_methods::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(n == 1)
+}
+
 /// Inserts or overwrites the whole record.
 pub fn save_payment_method(conn: &mut Conn, row: &PaymentMethodRow) -> StoreResult<()> {
     with_conn!(conn, c => diesel::insert_into(payment_methods::table)

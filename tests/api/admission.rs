@@ -2,11 +2,10 @@ use payhook::signature::header_for;
 use payhook::store::now_secs;
 use serde_json::json;
 
-use crate::helpers::{bytes, fixture, intent_event, spawn_app, spawn_app_with, SECRET};
+use crate::helpers::{both_backends, bytes, fixture, intent_event, spawn_app_on, Backend, SECRET};
 
-#[tokio::test]
-async fn a_duplicate_delivery_is_acknowledged_stored_once_and_processed_once() {
-    let app = spawn_app().await;
+async fn a_duplicate_delivery_is_acknowledged_stored_once_and_processed_once(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let body = fixture("payment_intent.created.json");
     let first = app.deliver(&body).await;
     assert_eq!(first["duplicate"], false);
@@ -22,10 +21,10 @@ async fn a_duplicate_delivery_is_acknowledged_stored_once_and_processed_once() {
         1
     );
 }
+both_backends!(a_duplicate_delivery_is_acknowledged_stored_once_and_processed_once);
 
-#[tokio::test]
-async fn malformed_bodies_under_a_valid_signature_are_400_and_not_stored() {
-    let app = spawn_app().await;
+async fn malformed_bodies_under_a_valid_signature_are_400_and_not_stored(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "malformed_json"),
         (b"[]".to_vec(), "malformed_json"),
@@ -50,10 +49,10 @@ async fn malformed_bodies_under_a_valid_signature_are_400_and_not_stored() {
     }
     assert_eq!(app.count_events(), 0);
 }
+both_backends!(malformed_bodies_under_a_valid_signature_are_400_and_not_stored);
 
-#[tokio::test]
-async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
-    let app = spawn_app_with(|c| c.max_body_bytes = 4096).await;
+async fn a_body_over_the_limit_is_413_whether_declared_or_streamed(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.max_body_bytes = 4096).await;
     let mut event = intent_event("evt_big", "payment_intent.created", "pi_big", 1);
     event["data"]["object"]["description"] = json!("x".repeat(5000));
     let body = bytes(&event);
@@ -85,30 +84,32 @@ async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
     event["data"]["object"]["description"] = json!("x".repeat(3000));
     app.deliver(&bytes(&event)).await;
 }
+both_backends!(a_body_over_the_limit_is_413_whether_declared_or_streamed);
 
-#[tokio::test]
-async fn the_default_limit_is_one_mebibyte() {
-    let app = spawn_app().await;
+async fn the_default_limit_is_one_mebibyte(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let mut event = intent_event("evt_mib", "payment_intent.created", "pi_mib", 1);
     event["data"]["object"]["description"] = json!("x".repeat(1024 * 1024));
     assert_eq!(app.post_signed(&bytes(&event)).await.status(), 413);
     event["data"]["object"]["description"] = json!("x".repeat(1000 * 1000));
     assert_eq!(app.post_signed(&bytes(&event)).await.status(), 200);
 }
+both_backends!(the_default_limit_is_one_mebibyte);
 
-#[tokio::test]
-async fn unknown_event_types_are_stored_acknowledged_and_ignored() {
-    let app = spawn_app().await;
+async fn unknown_event_types_are_stored_acknowledged_and_ignored(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     app.deliver(&fixture("customer.updated.json")).await;
     app.settle().await;
     let event = app.event("evt_1SWkp5Lr8QmW2xNcEktTIRUn").unwrap();
     assert_eq!(event.status, "ignored");
     assert_eq!(event.event_type, "customer.updated");
 }
+both_backends!(unknown_event_types_are_stored_acknowledged_and_ignored);
 
-#[tokio::test]
-async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed_with_the_reason() {
-    let app = spawn_app().await;
+async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed_with_the_reason(
+    backend: Backend,
+) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let body = bytes(
         &json!({"id": "evt_noobject", "type": "payment_intent.succeeded", "created": 5, "data": {}}),
     );
@@ -125,10 +126,12 @@ async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed
     assert_eq!(second.status, "failed");
     assert!(second.last_error.unwrap().contains("wrong prefix"));
 }
+both_backends!(
+    a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed_with_the_reason
+);
 
-#[tokio::test]
-async fn a_database_failure_is_503_so_stripe_retries_and_service_recovers() {
-    let app = spawn_app().await;
+async fn a_database_failure_is_503_so_stripe_retries_and_service_recovers(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     app.with_conn(|c| {
         payhook::with_conn!(c, conn => diesel::connection::SimpleConnection::batch_execute(
             conn,
@@ -157,10 +160,10 @@ async fn a_database_failure_is_503_so_stripe_retries_and_service_recovers() {
         "processed"
     );
 }
+both_backends!(a_database_failure_is_503_so_stripe_retries_and_service_recovers);
 
-#[tokio::test]
-async fn health_and_readiness_answer() {
-    let app = spawn_app().await;
+async fn health_and_readiness_answer(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let health = app
         .client
         .get(format!("{}/healthz", app.address))
@@ -178,5 +181,6 @@ async fn health_and_readiness_answer() {
         .await
         .unwrap();
     assert_eq!(ready["status"], "ready");
-    assert_eq!(ready["database"], "sqlite");
+    assert_eq!(ready["database"], backend.name());
 }
+both_backends!(health_and_readiness_answer);

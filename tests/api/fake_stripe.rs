@@ -133,7 +133,7 @@ use std::time::{Duration, Instant};
 use payhook::config::{ApiKey, Config};
 use payhook::store::actions::{self, ActionRow};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_on, Backend, TestApp};
 
 /// Test settings for the action worker: quick polling and retries, short timeouts.
 pub fn stripe_config(config: &mut Config, base_url: &str) {
@@ -149,8 +149,8 @@ pub fn stripe_config(config: &mut Config, base_url: &str) {
     config.actions.burst = 1000.0;
 }
 
-pub async fn spawn_stripe_app(base_url: &str) -> TestApp {
-    spawn_app_with(|c| stripe_config(c, base_url)).await
+pub async fn spawn_stripe_app(backend: Backend, base_url: &str) -> TestApp {
+    spawn_app_on(backend, |c| stripe_config(c, base_url)).await
 }
 
 pub fn action(app: &TestApp, key: &str) -> Option<ActionRow> {

@@ -1,9 +1,43 @@
-//! `spawn_app()` and friends: a fresh database and a running payhook per test.
+//! `spawn_app_on(backend, …)` and friends: a fresh database and a running payhook per test.
+//!
+//! # Every test runs on both backends
+//!
+//! Write the test as a plain `async fn` taking a [`Backend`], then name it in
+//! [`both_backends!`] right below:
+//!
+//! ```ignore
+//! async fn a_duplicate_is_stored_once(backend: Backend) {
+//!     let app = spawn_app_on(backend, |_| {}).await;
+//!     // …
+//! }
+//! both_backends!(a_duplicate_is_stored_once);
+//! ```
+//!
+//! The macro adds a module of the same name holding two `#[tokio::test]`s, so the test runs
+//! as `…::a_duplicate_is_stored_once::sqlite` and `…::a_duplicate_is_stored_once::postgres`
+//! (filter with `cargo test --test api sqlite` or `… postgres`). A forgotten `both_backends!`
+//! line leaves the function unused, which `clippy -D warnings` rejects.
+//!
+//! - SQLite: a new file in a temporary directory.
+//! - PostgreSQL: a new database `payhook_t_<random>` created through the server named by
+//!   `PAYHOOK_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`, the
+//!   maintenance database), dropped `WITH (FORCE)` when the [`TestApp`] (or [`TestDatabase`])
+//!   is dropped, so tests run in parallel without seeing each other.
+//! - PostgreSQL unreachable: with `CI` set (`CI=true`), every `postgres` test fails; without,
+//!   it passes without running after one `SKIPPED: PostgreSQL half …` line on stderr.
+//!
+//! There is deliberately no backend-less `spawn_app()`: a test written against it fails to
+//! compile here, and takes a `backend` and a `both_backends!` line to be fixed.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::Connection;
 use payhook::config::{parse_webhook_secrets, Config};
 use payhook::signature;
 use payhook::store::checkouts::{self, CheckoutRow, TransitionRow};
@@ -14,13 +48,184 @@ use serde_json::{json, Value};
 
 pub const SECRET: &str = "whsec_test_0123456789abcdef";
 
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// As payhook names it (`/readyz`, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Turns each named `async fn name(backend: Backend)` into the tests `name::sqlite` and
+/// `name::postgres` (see the module docs).
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if $crate::helpers::postgres_available_or_skip() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        }
+    )+};
+}
+pub(crate) use both_backends;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The maintenance database tests create their databases through.
+pub fn postgres_admin_url() -> String {
+    let url = std::env::var("PAYHOOK_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
+    // libpq waits for an unanswered connect forever by default.
+    if url.contains("connect_timeout") {
+        url
+    } else if url.contains('?') {
+        format!("{url}&connect_timeout=5")
+    } else {
+        format!("{url}?connect_timeout=5")
+    }
+}
+
+/// Whether this run must have PostgreSQL (`CI` set and not `false`/`0`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether PostgreSQL answers; checked once per test binary.
+fn postgres_reachable() -> &'static Result<(), String> {
+    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    REACHABLE.get_or_init(|| {
+        let url = postgres_admin_url();
+        let checked = match PgConnection::establish(&url) {
+            Ok(mut c) => c.batch_execute("SELECT 1").map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        // libpq's message spans lines; the SKIPPED line is one.
+        checked.map_err(|e| {
+            let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{} unreachable: {e}", DatabaseUrl::parse(&url))
+        })
+    })
+}
+
+/// For the `postgres` half of a test: true if PostgreSQL is reachable; otherwise fails the
+/// test under CI, or says once that the PostgreSQL half is skipped and returns false.
+pub fn postgres_available_or_skip() -> bool {
+    let Err(why) = postgres_reachable() else {
+        return true;
+    };
+    assert!(
+        !in_ci(),
+        "CI is set, so the PostgreSQL half must run, but PostgreSQL is {why} \
+         (set PAYHOOK_TEST_POSTGRES_URL or start the server)"
+    );
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        // Straight to stderr: the test harness captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: PostgreSQL half ({why}); set PAYHOOK_TEST_POSTGRES_URL or start \
+             PostgreSQL to run it"
+        );
+    });
+    false
+}
+
+/// A fresh, empty database for one test; removed on drop.
+pub enum TestDatabase {
+    Sqlite(tempfile::TempDir),
+    Postgres { name: String, admin_url: String },
+}
+
+impl TestDatabase {
+    pub fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self::Sqlite(tempfile::tempdir().expect("temp dir")),
+            Backend::Postgres => {
+                if let Err(why) = postgres_reachable() {
+                    panic!("PostgreSQL is {why}");
+                }
+                let admin_url = postgres_admin_url();
+                let name = format!("payhook_t_{:016x}", rand::random::<u64>());
+                let mut admin = PgConnection::establish(&admin_url).expect("connect to PostgreSQL");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+                Self::Postgres { name, admin_url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> DatabaseUrl {
+        match self {
+            Self::Sqlite(dir) => DatabaseUrl::Sqlite(dir.path().join("payhook.sqlite3")),
+            Self::Postgres { name, admin_url } => {
+                DatabaseUrl::Postgres(url_with_database(admin_url, name))
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres { name, admin_url } = self {
+            // FORCE ends the connections the app still holds (PostgreSQL 13+).
+            let dropped = PgConnection::establish(admin_url).map(|mut c| {
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            });
+            if !matches!(dropped, Ok(Ok(()))) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: test database {name} not dropped: {dropped:?}"
+                );
+            }
+        }
+    }
+}
+
+/// `scheme://user@host:port/old?params` → `scheme://user@host:port/<database>?params`.
+fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub pool: Pool,
     pub client: reqwest::Client,
     pub secret: String,
     handle: ServerHandle,
-    _dir: tempfile::TempDir,
+    // Last: dropped after the server is told to stop.
+    _db: TestDatabase,
 }
 
 impl Drop for TestApp {
@@ -34,27 +239,28 @@ pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// A config for a test: fresh SQLite file, port 0, quick polling.
-pub fn test_config(dir: &tempfile::TempDir) -> Config {
-    let mut config = Config::new(
-        DatabaseUrl::Sqlite(dir.path().join("payhook.sqlite3")),
-        parse_webhook_secrets(SECRET),
-    );
+/// A config for a test: the given database, port 0, quick polling; on PostgreSQL four
+/// admission writers, as `payhook serve` uses there.
+pub fn test_config(database_url: DatabaseUrl) -> Config {
+    let postgres = matches!(database_url, DatabaseUrl::Postgres(_));
+    let mut config = Config::new(database_url, parse_webhook_secrets(SECRET));
     config.bind = "127.0.0.1:0".parse().expect("address");
     config.processor.poll_interval = Duration::from_millis(20);
     config.processor.retry_base = Duration::from_millis(10);
     config.http_workers = 2;
+    if postgres {
+        config.admission.writers = 4;
+    }
     config
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
-
-pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+/// Starts payhook on a fresh database of `backend`, after `customize` has its say.
+pub async fn spawn_app_on(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = test_config(&dir);
+    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
+        .await
+        .expect("creating the test database");
+    let mut config = test_config(db.url());
     customize(&mut config);
     let secret = config
         .webhook_secrets
@@ -73,7 +279,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
         client: reqwest::Client::new(),
         secret,
         handle,
-        _dir: dir,
+        _db: db,
     }
 }
 
@@ -119,6 +325,12 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Runs `sql` (one or more statements) on a pooled connection.
+    pub fn exec(&self, sql: &str) {
+        self.with_conn(|c| payhook::with_conn!(c, conn => conn.batch_execute(sql)))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     pub fn with_conn<T>(&self, f: impl FnOnce(&mut payhook::store::Conn) -> T) -> T {

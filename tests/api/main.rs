@@ -3,6 +3,7 @@
 // A panic is the failure report in tests.
 #![allow(clippy::unwrap_used)]
 
+mod action_claims;
 mod admission;
 mod fake_stripe;
 mod helpers;
@@ -10,6 +11,8 @@ mod ordering;
 mod processing;
 mod real_events;
 mod replay;
+mod scale_out;
+mod schema;
 mod signature;
 mod stripe_faults;
 mod stripe_flows;

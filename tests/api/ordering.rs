@@ -1,6 +1,8 @@
 use payhook::checkout::{self, CheckoutState};
 
-use crate::helpers::{bytes, fixture, fixture_json, intent_event, spawn_app};
+use crate::helpers::{
+    both_backends, bytes, fixture, fixture_json, intent_event, spawn_app_on, Backend,
+};
 
 const PAYMENT_TYPES: [&str; 6] = [
     "payment_intent.created",
@@ -33,9 +35,8 @@ fn target(event_type: &str) -> CheckoutState {
 /// Every pair of handled events for one intent, delivered over HTTP in both orders, at the
 /// same second and a second apart: both orders end in the same state, the one the pure
 /// machine predicts.
-#[tokio::test]
-async fn every_pair_of_events_ends_in_the_same_state_in_both_orders() {
-    let app = spawn_app().await;
+async fn every_pair_of_events_ends_in_the_same_state_in_both_orders(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let mut cases = Vec::new();
     for (prefix, types) in [("pi", &PAYMENT_TYPES[..]), ("seti", &SETUP_TYPES[..])] {
         for (i, a) in types.iter().enumerate() {
@@ -76,11 +77,11 @@ async fn every_pair_of_events_ends_in_the_same_state_in_both_orders() {
         );
     }
 }
+both_backends!(every_pair_of_events_ends_in_the_same_state_in_both_orders);
 
-#[tokio::test]
-async fn the_setup_flow_in_reverse_order_ends_where_it_ends_in_order() {
-    let in_order = spawn_app().await;
-    let reversed = spawn_app().await;
+async fn the_setup_flow_in_reverse_order_ends_where_it_ends_in_order(backend: Backend) {
+    let in_order = spawn_app_on(backend, |_| {}).await;
+    let reversed = spawn_app_on(backend, |_| {}).await;
     let files = [
         "setup_intent.created.json",
         "setup_intent.requires_action.json",
@@ -114,10 +115,10 @@ async fn the_setup_flow_in_reverse_order_ends_where_it_ends_in_order() {
         .count();
     assert_eq!(refused, 3, "the three older events are refused as stale");
 }
+both_backends!(the_setup_flow_in_reverse_order_ends_where_it_ends_in_order);
 
-#[tokio::test]
-async fn the_payment_flow_ends_succeeded_with_amount_currency_and_customer() {
-    let app = spawn_app().await;
+async fn the_payment_flow_ends_succeeded_with_amount_currency_and_customer(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     for f in [
         "payment_intent.succeeded.json",
         "payment_intent.created.json",
@@ -139,10 +140,10 @@ async fn the_payment_flow_ends_succeeded_with_amount_currency_and_customer() {
     assert_eq!(checkout.setup_future_usage.as_deref(), Some("off_session"));
     assert!(checkout.customer_id.is_some());
 }
+both_backends!(the_payment_flow_ends_succeeded_with_amount_currency_and_customer);
 
-#[tokio::test]
-async fn off_session_declines_are_never_lost() {
-    let app = spawn_app().await;
+async fn off_session_declines_are_never_lost(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     app.deliver(&fixture(
         "payment_intent.payment_failed.authentication_required.json",
     ))
@@ -165,10 +166,10 @@ async fn off_session_declines_are_never_lost() {
     let trail = app.transitions("pi_3SWkxiLr8QmW2xNc9pGd4t9w");
     assert_eq!(trail[0].decline_code.as_deref(), Some("insufficient_funds"));
 }
+both_backends!(off_session_declines_are_never_lost);
 
-#[tokio::test]
-async fn a_stale_failure_after_success_is_refused_and_recorded() {
-    let app = spawn_app().await;
+async fn a_stale_failure_after_success_is_refused_and_recorded(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     app.deliver(&bytes(&intent_event(
         "evt_s1",
         "payment_intent.succeeded",
@@ -200,3 +201,4 @@ async fn a_stale_failure_after_success_is_refused_and_recorded() {
         "its error is kept in the trail"
     );
 }
+both_backends!(a_stale_failure_after_success_is_refused_and_recorded);

@@ -1,14 +1,15 @@
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use payhook::store::events::requeue_dead_events;
+
+use std::sync::{Arc, Barrier};
+
+use diesel::connection::SimpleConnection;
+use payhook::store::{Pool, PoolOptions, StoreResult};
 use payhook::with_conn;
 
-use crate::helpers::{bytes, intent_event, spawn_app_with, TestApp};
-
-fn exec(app: &TestApp, sql: &str) {
-    app.with_conn(|c| with_conn!(c, conn => conn.batch_execute(sql)).expect("sql"));
-}
+use crate::helpers::{both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp};
+use crate::helpers::{postgres_available_or_skip, TestDatabase};
 
 async fn wait_for(
     app: &TestApp,
@@ -31,14 +32,10 @@ async fn wait_for(
     }
 }
 
-#[tokio::test]
-async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued() {
-    let app = spawn_app_with(|c| c.processor.max_attempts = 3).await;
+async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.processor.max_attempts = 3).await;
     // A real database failure on the processing path: the table it writes is gone.
-    exec(
-        &app,
-        "ALTER TABLE checkout_transitions RENAME TO transitions_away",
-    );
+    app.exec("ALTER TABLE checkout_transitions RENAME TO transitions_away");
     app.deliver(&bytes(&intent_event(
         "evt_doomed",
         "payment_intent.created",
@@ -54,28 +51,22 @@ async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued() 
         "nothing is half-applied"
     );
 
-    exec(
-        &app,
-        "ALTER TABLE transitions_away RENAME TO checkout_transitions",
-    );
+    app.exec("ALTER TABLE transitions_away RENAME TO checkout_transitions");
     let requeued = app.with_conn(|c| requeue_dead_events(c).unwrap());
     assert_eq!(requeued, 1);
     // Nothing wakes the processor: its poll finds the requeued event.
     wait_for(&app, "evt_doomed", "processed").await;
     assert_eq!(app.checkout("pi_doomed").unwrap().state, "pending");
 }
+both_backends!(processing_failures_are_retried_with_backoff_then_dead_then_requeued);
 
-#[tokio::test]
-async fn retries_wait_longer_each_time() {
-    let app = spawn_app_with(|c| {
+async fn retries_wait_longer_each_time(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
         c.processor.max_attempts = 10;
         c.processor.retry_base = std::time::Duration::from_millis(200);
     })
     .await;
-    exec(
-        &app,
-        "ALTER TABLE checkout_transitions RENAME TO transitions_away",
-    );
+    app.exec("ALTER TABLE checkout_transitions RENAME TO transitions_away");
     app.deliver(&bytes(&intent_event(
         "evt_slow",
         "payment_intent.created",
@@ -94,10 +85,10 @@ async fn retries_wait_longer_each_time() {
     assert_eq!(event.status, "pending");
     assert!(event.next_attempt_at_ms > payhook::store::now_ms() - 1000);
 }
+both_backends!(retries_wait_longer_each_time);
 
-#[tokio::test]
-async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins() {
-    let app = spawn_app_with(|c| {
+async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
         c.processor.checkout_expiry = Duration::from_secs(1);
         c.processor.sweep_interval = Duration::from_millis(100);
     })
@@ -153,4 +144,49 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins() {
         Some("final"),
         "requires_action cannot revive it"
     );
+}
+both_backends!(checkouts_that_never_complete_expire_and_a_later_success_still_wins);
+
+/// Two transactions locking two rows in opposite orders: PostgreSQL aborts one with a
+/// deadlock error, which the processor must treat as contention (reschedule, try not
+/// counted), not as a failure of the event. PostgreSQL only: SQLite has one writer.
+#[tokio::test]
+async fn a_deadlock_victim_is_contention_not_a_failed_try() {
+    if !postgres_available_or_skip() {
+        return;
+    }
+    let db = tokio::task::spawn_blocking(|| TestDatabase::create(Backend::Postgres))
+        .await
+        .unwrap();
+    let url = db.url();
+    tokio::task::spawn_blocking(move || {
+        let pool = Pool::connect(&url, PoolOptions::default()).unwrap();
+        let mut setup = pool.get().unwrap();
+        with_conn!(&mut setup, c => c.batch_execute(
+            "CREATE TABLE pair (id INT PRIMARY KEY); INSERT INTO pair VALUES (1), (2)"
+        ))
+        .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let lock_both = |first: i32, second: i32| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut conn = pool.get().unwrap();
+                conn.transaction(|conn| -> StoreResult<()> {
+                    let lock = |n: i32| format!("UPDATE pair SET id = id WHERE id = {n}");
+                    with_conn!(&mut *conn, c => c.batch_execute(&lock(first)))?;
+                    barrier.wait();
+                    with_conn!(&mut *conn, c => c.batch_execute(&lock(second)))?;
+                    Ok(())
+                })
+            })
+        };
+        let (a, b) = (lock_both(1, 2), lock_both(2, 1));
+        let results = [a.join().unwrap(), b.join().unwrap()];
+        let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "one victim: {results:?}");
+        assert!(errors[0].is_contention(), "{}", errors[0]);
+    })
+    .await
+    .unwrap();
+    drop(db);
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{both_backends, spawn_app_on, Backend};
 
 fn shared_events() -> Option<Vec<PathBuf>> {
     let dir = std::env::var_os("PAYHOOK_REAL_EVENTS")
@@ -40,8 +40,7 @@ fn expected_state(event_type: &str, payload: &serde_json::Value) -> Option<&'sta
     })
 }
 
-#[tokio::test]
-async fn every_real_stripe_event_is_accepted_and_applied() {
+async fn every_real_stripe_event_is_accepted_and_applied(backend: Backend) {
     let Some(files) = shared_events() else {
         assert!(
             std::env::var("CI").is_err(),
@@ -59,7 +58,7 @@ async fn every_real_stripe_event_is_accepted_and_applied() {
     );
     for file in &files {
         // Several files share an event id: each gets fresh state, as a real endpoint would.
-        let app = spawn_app().await;
+        let app = spawn_app_on(backend, |_| {}).await;
         let body = std::fs::read(file).unwrap();
         let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let name = file.file_name().unwrap().to_string_lossy().to_string();
@@ -105,3 +104,4 @@ async fn every_real_stripe_event_is_accepted_and_applied() {
     }
     eprintln!("{} real Stripe events accepted and applied", files.len());
 }
+both_backends!(every_real_stripe_event_is_accepted_and_applied);

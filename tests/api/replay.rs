@@ -2,11 +2,10 @@ use std::process::Command;
 
 use payhook::config::WebhookSecret;
 
-use crate::helpers::{fixtures_dir, spawn_app};
+use crate::helpers::{both_backends, fixtures_dir, spawn_app_on, Backend};
 
-#[tokio::test]
-async fn replaying_every_fixture_applies_each_flow() {
-    let app = spawn_app().await;
+async fn replaying_every_fixture_applies_each_flow(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let deliveries = payhook::replay::replay(
         &[fixtures_dir()],
         &app.webhook_url(),
@@ -46,6 +45,7 @@ async fn replaying_every_fixture_applies_each_flow() {
         "ignored"
     );
 }
+both_backends!(replaying_every_fixture_applies_each_flow);
 
 /// Runs `payhook replay FILE --url URL --secret SECRET` off the async runtime.
 async fn replay_command(file: &str, url: String, secret: String) -> std::process::Output {
@@ -68,9 +68,8 @@ async fn replay_command(file: &str, url: String, secret: String) -> std::process
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
-    let app = spawn_app().await;
+async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let output = replay_command(
         "payment_intent.created.json",
         app.webhook_url(),
@@ -90,6 +89,8 @@ async fn the_replay_command_signs_and_posts_files_and_fails_on_rejection() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("-> 400"));
 }
+
+both_backends!(the_replay_command_signs_and_posts_files_and_fails_on_rejection);
 
 #[test]
 fn serve_without_a_webhook_secret_refuses_to_start_and_says_where_to_get_one() {

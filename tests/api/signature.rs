@@ -1,7 +1,7 @@
 use payhook::signature::{header_for, sign};
 use payhook::store::now_secs;
 
-use crate::helpers::{fixture, spawn_app, spawn_app_with, SECRET};
+use crate::helpers::{both_backends, fixture, spawn_app_on, Backend, SECRET};
 
 async fn status_and_kind(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -12,9 +12,8 @@ async fn status_and_kind(response: reqwest::Response) -> (u16, String) {
     )
 }
 
-#[tokio::test]
-async fn a_correctly_signed_event_is_acknowledged_and_stored() {
-    let app = spawn_app().await;
+async fn a_correctly_signed_event_is_acknowledged_and_stored(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let body = fixture("payment_intent.created.json");
     let answer = app.deliver(&body).await;
     assert_eq!(answer["received"], true);
@@ -31,10 +30,10 @@ async fn a_correctly_signed_event_is_acknowledged_and_stored() {
         Some("pi_3SWkCFLr8QmW2xNcEnQpP95l")
     );
 }
+both_backends!(a_correctly_signed_event_is_acknowledged_and_stored);
 
-#[tokio::test]
-async fn each_signature_failure_is_a_400_naming_its_kind_and_stores_nothing() {
-    let app = spawn_app().await;
+async fn each_signature_failure_is_a_400_naming_its_kind_and_stores_nothing(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let body = fixture("payment_intent.created.json");
     let now = now_secs();
     let good = sign(&body, SECRET, now);
@@ -84,10 +83,10 @@ async fn each_signature_failure_is_a_400_naming_its_kind_and_stores_nothing() {
         "nothing is stored on a failed verification"
     );
 }
+both_backends!(each_signature_failure_is_a_400_naming_its_kind_and_stores_nothing);
 
-#[tokio::test]
-async fn several_v1_signatures_and_a_recent_timestamp_are_accepted() {
-    let app = spawn_app().await;
+async fn several_v1_signatures_and_a_recent_timestamp_are_accepted(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let body = fixture("payment_intent.created.json");
     let now = now_secs();
     let header = format!(
@@ -106,10 +105,10 @@ async fn several_v1_signatures_and_a_recent_timestamp_are_accepted() {
         200
     );
 }
+both_backends!(several_v1_signatures_and_a_recent_timestamp_are_accepted);
 
-#[tokio::test]
-async fn during_a_rotation_both_secrets_are_accepted() {
-    let app = spawn_app_with(|c| {
+async fn during_a_rotation_both_secrets_are_accepted(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
         c.webhook_secrets = payhook::config::parse_webhook_secrets("whsec_old,whsec_new")
     })
     .await;
@@ -136,10 +135,10 @@ async fn during_a_rotation_both_secrets_are_accepted() {
     .await;
     assert_eq!((status, kind.as_str()), (400, "signature_mismatch"));
 }
+both_backends!(during_a_rotation_both_secrets_are_accepted);
 
-#[tokio::test]
-async fn a_zero_tolerance_accepts_old_signatures() {
-    let app = spawn_app_with(|c| c.tolerance_secs = 0).await;
+async fn a_zero_tolerance_accepts_old_signatures(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.tolerance_secs = 0).await;
     let body = fixture("payment_intent.created.json");
     let header = header_for(&body, SECRET, now_secs() - 86_400);
     assert_eq!(
@@ -147,3 +146,4 @@ async fn a_zero_tolerance_accepts_old_signatures() {
         200
     );
 }
+both_backends!(a_zero_tolerance_accepts_old_signatures);

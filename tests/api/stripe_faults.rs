@@ -11,7 +11,9 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::fake_stripe::{stripe_config, wait_for_action};
-use crate::helpers::{bytes, intent_event, spawn_app_with, TestApp};
+use crate::helpers::{
+    both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp, TestDatabase,
+};
 
 /// The Stripe customer the mock creates for local customer `local`.
 fn cus_for(local: impl std::fmt::Display) -> String {
@@ -155,8 +157,9 @@ fn local_customer_id(app: &TestApp) -> i64 {
         .id
 }
 
-#[tokio::test]
-async fn server_errors_are_retried_with_the_same_idempotency_key_until_stripe_answers() {
+async fn server_errors_are_retried_with_the_same_idempotency_key_until_stripe_answers(
+    backend: Backend,
+) {
     let server = happy_stripe().await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
@@ -170,7 +173,7 @@ async fn server_errors_are_retried_with_the_same_idempotency_key_until_stripe_an
         .with_priority(1)
         .mount(&server)
         .await;
-    let app = spawn_app_with(|c| stripe_config(c, &server.uri())).await;
+    let app = spawn_app_on(backend, |c| stripe_config(c, &server.uri())).await;
     app.deliver(&succeeded("evt_500", "seti_500", "pm_500"))
         .await;
 
@@ -187,9 +190,9 @@ async fn server_errors_are_retried_with_the_same_idempotency_key_until_stripe_an
         Some("saved")
     );
 }
+both_backends!(server_errors_are_retried_with_the_same_idempotency_key_until_stripe_answers);
 
-#[tokio::test]
-async fn rate_limits_and_lock_timeouts_are_retried() {
+async fn rate_limits_and_lock_timeouts_are_retried(backend: Backend) {
     let server = happy_stripe().await;
     Mock::given(method("POST"))
         .and(path_regex(r"/attach$"))
@@ -215,7 +218,7 @@ async fn rate_limits_and_lock_timeouts_are_retried() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let app = spawn_app_with(|c| stripe_config(c, &server.uri())).await;
+    let app = spawn_app_on(backend, |c| stripe_config(c, &server.uri())).await;
     app.deliver(&succeeded("evt_429", "seti_429", "pm_429"))
         .await;
 
@@ -234,9 +237,9 @@ async fn rate_limits_and_lock_timeouts_are_retried() {
     // The customer was created once: its step was recorded before the attach failed.
     assert_eq!(keys_of(&server, "POST", "/v1/customers").await.len(), 1);
 }
+both_backends!(rate_limits_and_lock_timeouts_are_retried);
 
-#[tokio::test]
-async fn a_timed_out_call_is_retried_with_the_same_key() {
+async fn a_timed_out_call_is_retried_with_the_same_key(backend: Backend) {
     let server = happy_stripe().await;
     Mock::given(method("POST"))
         .and(path_regex(r"^/v1/customers/cus_\w+$"))
@@ -249,7 +252,7 @@ async fn a_timed_out_call_is_retried_with_the_same_key() {
         .with_priority(1)
         .mount(&server)
         .await;
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_on(backend, |c| {
         stripe_config(c, &server.uri());
         c.actions.request_timeout = Duration::from_millis(300);
     })
@@ -266,9 +269,11 @@ async fn a_timed_out_call_is_retried_with_the_same_key() {
         vec![Some(format!("save_card:seti_slow:default:{cus}")); 2]
     );
 }
+both_backends!(a_timed_out_call_is_retried_with_the_same_key);
 
-#[tokio::test]
-async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_key() {
+async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_key(
+    backend: Backend,
+) {
     let server = happy_stripe().await;
     // The first customer creation is slow: the process "crashes" while it is in flight,
     // after Stripe has received (and would have performed) it.
@@ -283,15 +288,16 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
         .with_priority(1)
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let database = payhook::store::DatabaseUrl::Sqlite(dir.path().join("shared.sqlite3"));
+    // One database for both processes, kept for the whole test.
+    let shared = TestDatabase::create(backend);
+    let database = shared.url();
     let configure = |c: &mut payhook::config::Config| {
         stripe_config(c, &server.uri());
         c.database_url = database.clone();
         c.actions.lease = Duration::from_millis(800);
     };
 
-    let first = spawn_app_with(configure).await;
+    let first = spawn_app_on(backend, configure).await;
     first
         .deliver(&succeeded("evt_crash", "seti_crash", "pm_crash"))
         .await;
@@ -312,7 +318,7 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
     };
     assert_eq!(stuck.step, "customer", "the call's result was not recorded");
 
-    let second = spawn_app_with(configure).await;
+    let second = spawn_app_on(backend, configure).await;
     let action = wait_for_action(&second, "save_card:seti_crash", "done").await;
     assert_eq!(action.attempts, 0, "a crash is not a failed try");
     let keys = keys_of(&server, "POST", "/v1/customers").await;
@@ -325,9 +331,11 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
         .expect("customer");
     assert_eq!(local.stripe_customer_id, Some(cus_for(customer_id)));
 }
+both_backends!(a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_key);
 
-#[tokio::test]
-async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retry() {
+async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retry(
+    backend: Backend,
+) {
     let server = happy_stripe().await;
     Mock::given(method("GET"))
         .and(path("/v1/payment_methods/pm_gone"))
@@ -344,7 +352,7 @@ async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retr
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("retry.sqlite3");
     let database = payhook::store::DatabaseUrl::Sqlite(db_path.clone());
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_on(backend, |c| {
         stripe_config(c, &server.uri());
         c.database_url = database.clone();
     })
@@ -395,9 +403,9 @@ async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retr
         Some("saved")
     );
 }
+both_backends!(a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retry);
 
-#[tokio::test]
-async fn retryable_errors_give_up_after_max_attempts_and_say_so() {
+async fn retryable_errors_give_up_after_max_attempts_and_say_so(backend: Backend) {
     let server = happy_stripe().await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
@@ -405,7 +413,7 @@ async fn retryable_errors_give_up_after_max_attempts_and_say_so() {
         .with_priority(1)
         .mount(&server)
         .await;
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_on(backend, |c| {
         stripe_config(c, &server.uri());
         c.actions.max_attempts = 3;
     })
@@ -429,12 +437,12 @@ async fn retryable_errors_give_up_after_max_attempts_and_say_so() {
         Some("retries_exhausted")
     );
 }
+both_backends!(retryable_errors_give_up_after_max_attempts_and_say_so);
 
-#[tokio::test]
-async fn a_backlog_is_spaced_out_by_the_request_budget() {
+async fn a_backlog_is_spaced_out_by_the_request_budget(backend: Backend) {
     let server = happy_stripe().await;
     let rps = 40.0;
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_on(backend, |c| {
         stripe_config(c, &server.uri());
         c.actions.max_rps = rps;
         c.actions.burst = 1.0;
@@ -468,9 +476,9 @@ async fn a_backlog_is_spaced_out_by_the_request_budget() {
         "{requests} requests in {elapsed:?} exceed {rps}/s"
     );
 }
+both_backends!(a_backlog_is_spaced_out_by_the_request_budget);
 
-#[tokio::test]
-async fn a_rejected_key_fails_the_action_without_the_key_reaching_the_database() {
+async fn a_rejected_key_fails_the_action_without_the_key_reaching_the_database(backend: Backend) {
     let server = happy_stripe().await;
     // A misbehaving intermediary echoes the key back in its error message.
     let echoed = format!("Invalid API Key provided: {}", crate::fake_stripe::API_KEY);
@@ -480,7 +488,7 @@ async fn a_rejected_key_fails_the_action_without_the_key_reaching_the_database()
         .with_priority(1)
         .mount(&server)
         .await;
-    let app = spawn_app_with(|c| stripe_config(c, &server.uri())).await;
+    let app = spawn_app_on(backend, |c| stripe_config(c, &server.uri())).await;
     app.deliver(&succeeded("evt_401", "seti_401", "pm_401"))
         .await;
 
@@ -491,3 +499,4 @@ async fn a_rejected_key_fails_the_action_without_the_key_reaching_the_database()
     assert!(shown.contains("[redacted]"), "{shown}");
     assert!(!shown.contains(crate::fake_stripe::API_KEY), "{shown}");
 }
+both_backends!(a_rejected_key_fails_the_action_without_the_key_reaching_the_database);

@@ -10,7 +10,7 @@ use payhook::store::payment_methods::{self, PaymentMethodRow};
 use serde_json::Value;
 
 use crate::fake_stripe::{event_for, spawn_stripe_app, wait_for_action, FakeStripe};
-use crate::helpers::{bytes, spawn_app, TestApp};
+use crate::helpers::{both_backends, bytes, spawn_app_on, Backend, TestApp};
 
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("object id").to_owned()
@@ -87,12 +87,13 @@ async fn assert_saved(fake: &FakeStripe, app: &TestApp, customer: &CustomerRow, 
     );
 }
 
-#[tokio::test]
-async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_locally() {
+async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_locally(
+    backend: Backend,
+) {
     let Some(fake) = FakeStripe::start("flow 1") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let (seti, pm) =
         confirmed_setup_intent(&fake, "4242424242424242", "ada@example.com", "user_ada").await;
 
@@ -125,13 +126,13 @@ async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_
     let actions = app.with_conn(|c| payhook::store::actions::list_actions(c).expect("list"));
     assert_eq!(actions.len(), 1);
 }
+both_backends!(setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_locally);
 
-#[tokio::test]
-async fn payment_intent_with_setup_future_usage_saves_the_card_on_its_customer() {
+async fn payment_intent_with_setup_future_usage_saves_the_card_on_its_customer(backend: Backend) {
     let Some(fake) = FakeStripe::start("flow 2") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let customer = fake
         .post(
             "/v1/customers",
@@ -181,10 +182,10 @@ async fn payment_intent_with_setup_future_usage_saves_the_card_on_its_customer()
         Some("saved")
     );
 }
+both_backends!(payment_intent_with_setup_future_usage_saves_the_card_on_its_customer);
 
-#[tokio::test]
-async fn payment_intent_without_setup_future_usage_saves_nothing() {
-    let app = spawn_app().await;
+async fn payment_intent_without_setup_future_usage_saves_nothing(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let mut event =
         crate::helpers::intent_event("evt_nosfu", "payment_intent.succeeded", "pi_nosfu", 1);
     event["data"]["object"]["payment_method"] = "pm_nosfu".into();
@@ -195,13 +196,15 @@ async fn payment_intent_without_setup_future_usage_saves_nothing() {
         .is_empty());
     assert_eq!(checkout(&app, "pi_nosfu").card_status, None);
 }
+both_backends!(payment_intent_without_setup_future_usage_saves_nothing);
 
-#[tokio::test]
-async fn a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_its_older_copy() {
+async fn a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_its_older_copy(
+    backend: Backend,
+) {
     let Some(fake) = FakeStripe::start("supersede and dedupe") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let email = "cy@example.com";
     let mut saved = Vec::new();
     for (n, number) in ["4242424242424242", "5555555555554444", "4242424242424242"]
@@ -242,13 +245,15 @@ async fn a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_i
         "the older copy of the repeated card is detached at Stripe"
     );
 }
+both_backends!(
+    a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_its_older_copy
+);
 
-#[tokio::test]
-async fn two_events_for_one_user_arriving_together_make_one_stripe_customer() {
+async fn two_events_for_one_user_arriving_together_make_one_stripe_customer(backend: Backend) {
     let Some(fake) = FakeStripe::start("concurrent events of one user") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let (seti_a, pm_a) =
         confirmed_setup_intent(&fake, "4242424242424242", "dee@example.com", "user_dee").await;
     let (seti_b, pm_b) =
@@ -286,13 +291,13 @@ async fn two_events_for_one_user_arriving_together_make_one_stripe_customer() {
         .count();
     assert_eq!(of_dee, 1, "one Stripe customer for user_dee");
 }
+both_backends!(two_events_for_one_user_arriving_together_make_one_stripe_customer);
 
-#[tokio::test]
-async fn the_billing_email_finds_the_customer_when_the_intent_names_none() {
+async fn the_billing_email_finds_the_customer_when_the_intent_names_none(backend: Backend) {
     let Some(fake) = FakeStripe::start("billing email") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let pm = fake.card("4111111111111111", "eve@example.com").await;
     let seti = fake
         .post(
@@ -317,13 +322,15 @@ async fn the_billing_email_finds_the_customer_when_the_intent_names_none() {
     assert_saved(&fake, &app, &customer, &pm).await;
     assert_eq!(checkout(&app, &id(&seti)).customer_id, Some(customer.id));
 }
+both_backends!(the_billing_email_finds_the_customer_when_the_intent_names_none);
 
-#[tokio::test]
-async fn a_card_attached_to_another_customer_fails_with_the_reason_on_the_checkout() {
+async fn a_card_attached_to_another_customer_fails_with_the_reason_on_the_checkout(
+    backend: Backend,
+) {
     let Some(fake) = FakeStripe::start("attached elsewhere") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let (seti, pm) =
         confirmed_setup_intent(&fake, "4242424242424242", "fay@example.com", "user_fay").await;
     let other = fake
@@ -359,10 +366,10 @@ async fn a_card_attached_to_another_customer_fails_with_the_reason_on_the_checko
         "not taken over"
     );
 }
+both_backends!(a_card_attached_to_another_customer_fails_with_the_reason_on_the_checkout);
 
-#[tokio::test]
-async fn without_a_secret_key_events_apply_and_actions_wait() {
-    let app = spawn_app().await;
+async fn without_a_secret_key_events_apply_and_actions_wait(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let mut event =
         crate::helpers::intent_event("evt_nokey", "setup_intent.succeeded", "seti_nokey", 1);
     event["data"]["object"]["payment_method"] = "pm_nokey".into();
@@ -376,13 +383,15 @@ async fn without_a_secret_key_events_apply_and_actions_wait() {
     assert_eq!(chk.state, "succeeded");
     assert_eq!(chk.card_status.as_deref(), Some("pending"));
 }
+both_backends!(without_a_secret_key_events_apply_and_actions_wait);
 
-#[tokio::test]
-async fn payment_method_events_keep_card_records_in_step_with_changes_made_elsewhere() {
+async fn payment_method_events_keep_card_records_in_step_with_changes_made_elsewhere(
+    backend: Backend,
+) {
     let Some(fake) = FakeStripe::start("attached/detached elsewhere") else {
         return;
     };
-    let app = spawn_stripe_app(&fake.base_url).await;
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
     let (seti, pm) =
         confirmed_setup_intent(&fake, "4242424242424242", "gil@example.com", "user_gil").await;
     app.deliver(&bytes(&event_for(
@@ -432,10 +441,10 @@ async fn payment_method_events_keep_card_records_in_step_with_changes_made_elsew
         "a detached card is no default"
     );
 }
+both_backends!(payment_method_events_keep_card_records_in_step_with_changes_made_elsewhere);
 
-#[tokio::test]
-async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows() {
-    let app = spawn_app().await;
+async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     // A first intent of user_test (from intent_event's metadata) creates a checkout...
     app.deliver(&bytes(&crate::helpers::intent_event(
         "evt_known",
@@ -459,3 +468,4 @@ async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows() {
     let action = crate::fake_stripe::action(&app, "save_card:seti_by_chk").expect("queued");
     assert_eq!(action.customer_id, Some(customer.id));
 }
+both_backends!(metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows);
