@@ -112,6 +112,11 @@ struct ServeArgs {
     /// Stripe actions performed at once.
     #[arg(long, env = "ACTION_CONCURRENCY", default_value_t = 4)]
     action_concurrency: usize,
+    /// Seconds a claimed Stripe action stays leased without progress; after a crash its
+    /// actions wait this long before another instance resumes them. Keep it well above
+    /// the 30 s Stripe request timeout.
+    #[arg(long, env = "ACTION_LEASE_SECS", default_value_t = 120)]
+    action_lease_secs: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
     http_workers: usize,
@@ -184,6 +189,7 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
         max_attempts: args.action_max_attempts.max(1),
         retry_base: Duration::from_millis(args.action_retry_base_ms),
         concurrency: args.action_concurrency.max(1),
+        lease: Duration::from_secs(args.action_lease_secs.max(1)),
         ..ActionConfig::default()
     };
     Ok(config)
