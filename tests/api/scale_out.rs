@@ -1,16 +1,26 @@
 //! Three `payhook serve` processes on one PostgreSQL database, one of them killed with
 //! SIGKILL halfway through the deliveries and started again: every acknowledged event is
-//! stored once, applied once, and every checkout ends where the pure state machine says.
+//! stored once, applied once, and every checkout ends where the pure state machine says;
+//! every Stripe side effect happened exactly once at a fake Stripe.
+//!
+//! Side effects: all instances share one fake Stripe ([`FakeStripe`], localstripe with
+//! Idempotency-Key replay). [`CARD_USERS`] app users own card-saving setup intents (one to
+//! three each, some saving the same card number twice), each naming a real payment method
+//! created at the fake. Their events go through the same shuffled, duplicated, round-robin
+//! delivery and the same SIGKILL as the others. The kill waits (up to 3 s) for a moment
+//! the victim holds action leases, so it dies in the middle of Stripe calls; another
+//! instance resumes those actions after `ACTION_LEASE_SECS` with the same idempotency keys. Once no event and no action is
+//! pending, [`verify_side_effects`] checks at the fake: one Stripe customer per app user, the
+//! user's cards attached to it and to no other customer, one card per fingerprint (older
+//! duplicates detached), the last saved card as the default; and locally: every `save_card`
+//! action done, each customer linked to the Stripe customer the fake has for that user.
+//! Without the fake (python3 + localstripe) the side-effect part is skipped with a SKIPPED
+//! line, except under `CI=true`, where the test fails.
 //!
 //! PostgreSQL only (several processes on one SQLite file is not a supported deployment).
 //! Figures are printed to stderr; run with `--nocapture` to see them.
-//!
-//! Stripe side effects (the `stripe_actions` outbox and its worker) are not checked yet: when
-//! they land, point every instance at a fake Stripe in [`Instance::start`] (STRIPE_API_BASE,
-//! STRIPE_SECRET_KEY) and add a check beside [`verify_checkouts`] that each expected call was
-//! made exactly once (by idempotency key).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,11 +32,14 @@ use diesel::sql_types::{BigInt, Text};
 use futures_util::StreamExt;
 use payhook::checkout::{self, CheckoutState};
 use payhook::signature;
+use payhook::store::actions::ActionRow;
+use payhook::store::customers::{self, CustomerRow};
 use payhook::store::{now_secs, Conn, DatabaseUrl, Pool, PoolOptions};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::fake_stripe::{self, FakeStripe};
 use crate::helpers::{intent_event, postgres_available_or_skip, Backend, TestDatabase, SECRET};
 
 const INSTANCES: usize = 3;
@@ -46,6 +59,16 @@ const PAYMENT_TYPES: [&str; 6] = [
     "payment_intent.payment_failed",
     "payment_intent.canceled",
 ];
+/// App users who save cards (`user_0` … `user_39`), and what a card-saving setup intent
+/// sends: it ends succeeded, so each one asks for exactly one `save_card` action.
+const CARD_USERS: usize = 40;
+const CARD_TYPES: [&str; 3] = [
+    "setup_intent.created",
+    "setup_intent.requires_action",
+    "setup_intent.succeeded",
+];
+/// A SIGKILLed worker's actions wait this long before another instance resumes them.
+const ACTION_LEASE_SECS: u64 = 3;
 const SETUP_TYPES: [&str; 5] = [
     "setup_intent.created",
     "setup_intent.requires_action",
@@ -74,18 +97,28 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(url: &str, port: u16, log: PathBuf) -> Self {
+    /// `stripe`: the fake's base URL; without it the instance has no key and runs no actions.
+    fn start(url: &str, port: u16, log: PathBuf, stripe: Option<&str>) -> Self {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_payhook"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payhook"));
+        match stripe {
+            Some(base) => command
+                .env("STRIPE_API_BASE", base)
+                .env("STRIPE_SECRET_KEY", fake_stripe::API_KEY)
+                .env("STRIPE_MAX_RPS", "1000")
+                .env("ACTION_RETRY_BASE_MS", "50")
+                .env("ACTION_LEASE_SECS", ACTION_LEASE_SECS.to_string()),
+            None => command.env_remove("STRIPE_SECRET_KEY"),
+        };
+        let child = command
             .arg("serve")
             .env("DATABASE_URL", url)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env("STRIPE_WEBHOOK_SECRET", SECRET)
-            .env_remove("STRIPE_SECRET_KEY")
             .env("PROCESS_POLL_MS", "50")
             .env("PROCESS_RETRY_BASE_MS", "50")
             .env("PROCESS_BATCH_SIZE", "100")
@@ -157,12 +190,58 @@ struct Generated {
     body: Arc<Vec<u8>>,
 }
 
-fn generate() -> Vec<Generated> {
+/// A setup intent that saves a real card, created at the fake Stripe.
+struct CardIntent {
+    user: String,
+    payment_method: String,
+    fingerprint: String,
+}
+
+/// One to three card intents per user ([`CARD_USERS`] users, 80 intents in all), each with
+/// its own payment method at the fake. Every fourth user's last intent saves their first
+/// card number again (a new payment method, the same fingerprint: dedupe detaches one).
+async fn create_cards(fake: &FakeStripe) -> Vec<CardIntent> {
+    let mut cards = Vec::new();
+    let mut numbers = 0u64;
+    for u in 0..CARD_USERS {
+        let user = format!("user_{u}");
+        let email = format!("{user}@example.com");
+        let count = 1 + u % 3 + usize::from(u == 0);
+        let mut first = None;
+        for j in 0..count {
+            let number = match &first {
+                Some(n) if j == count - 1 && u % 4 == 1 => String::clone(n),
+                _ => {
+                    numbers += 1;
+                    format!("4242{:012}", 100_000 + numbers)
+                }
+            };
+            first.get_or_insert_with(|| number.clone());
+            let pm = fake.card(&number, &email).await;
+            cards.push(CardIntent {
+                user: user.clone(),
+                payment_method: pm["id"].as_str().expect("pm id").to_owned(),
+                fingerprint: pm["card"]["fingerprint"]
+                    .as_str()
+                    .expect("fingerprint")
+                    .to_owned(),
+            });
+        }
+    }
+    assert!(cards.len() <= INTENTS / 2, "one setup intent per card");
+    cards
+}
+
+/// Events for [`INTENTS`] intents; the first setup intents save `cards`, one each.
+fn generate(cards: &[CardIntent]) -> Vec<Generated> {
     let mut rng = rand::rng();
     let mut events = Vec::with_capacity(INTENTS * EVENTS_PER_INTENT);
     for i in 0..INTENTS {
+        let card = (i % 2 == 1).then(|| cards.get(i / 2)).flatten();
         let (intent, types) = if i % 2 == 0 {
             (format!("pi_scale{i:04}"), &PAYMENT_TYPES[..])
+        } else if card.is_some() {
+            (format!("seti_scale{i:04}"), &CARD_TYPES[..])
         } else {
             (format!("seti_scale{i:04}"), &SETUP_TYPES[..])
         };
@@ -178,8 +257,12 @@ fn generate() -> Vec<Generated> {
             let created = 1_700_000_000 + rng.random_range(0..20);
             let mut value = intent_event(&id, event_type, &intent, created);
             // Customers shared by ten intents: concurrent instances meet on customer rows.
-            value["data"]["object"]["metadata"] =
-                json!({"customer_ref": format!("user_{}", i / 10)});
+            let object = &mut value["data"]["object"];
+            object["metadata"] = json!({"customer_ref": format!("user_{}", i / 10)});
+            if let Some(card) = card {
+                object["metadata"] = json!({"customer_ref": card.user});
+                object["payment_method"] = json!(card.payment_method);
+            }
             events.push(Generated {
                 id,
                 intent: intent.clone(),
@@ -240,6 +323,13 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
     let DatabaseUrl::Postgres(url) = db.url() else {
         unreachable!()
     };
+    // One fake Stripe for all instances; None (after a SKIPPED line) outside CI without it.
+    let fake = FakeStripe::start("scale_out: Stripe side effects");
+    let cards = match &fake {
+        Some(fake) => create_cards(fake).await,
+        None => Vec::new(),
+    };
+    let stripe = fake.as_ref().map(|f| f.base_url.clone());
     let logs = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -248,14 +338,17 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
 
     // Started together: they also race to migrate the fresh database.
     let mut instances: Vec<Instance> = (0..INSTANCES)
-        .map(|n| Instance::start(&url, free_port(), logs.path().join(format!("i{n}.log"))))
+        .map(|n| {
+            let log = logs.path().join(format!("i{n}.log"));
+            Instance::start(&url, free_port(), log, stripe.as_deref())
+        })
         .collect();
     for instance in &mut instances {
         instance.wait_ready(&client).await;
     }
     let urls: Vec<String> = instances.iter().map(Instance::url).collect();
 
-    let unique = generate();
+    let unique = generate(&cards);
     let mut deliveries: Vec<Generated> = unique.clone();
     let mut rng = rand::rng();
     let duplicates = (unique.len() as f64 * DUPLICATE_SHARE) as usize;
@@ -273,13 +366,28 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
     // The killer: SIGKILL the victim once half the deliveries are answered, restart it on
     // the same port a moment later (its in-flight requests fail and go elsewhere).
     let killer = {
-        let (done, instances, client, url) =
-            (done.clone(), instances.clone(), client.clone(), url.clone());
+        let (done, instances, client, url, stripe) = (
+            done.clone(),
+            instances.clone(),
+            client.clone(),
+            url.clone(),
+            stripe.clone(),
+        );
         let logs = logs.path().to_owned();
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(300);
             while done.load(Ordering::SeqCst) < kill_at && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let pid = instances.lock().await[VICTIM].child.id();
+            if stripe.is_some() {
+                // Aim the kill at a moment the victim holds Stripe action leases (its calls
+                // take milliseconds, so a blind kill almost never does).
+                let url = url.clone();
+                let waited = Duration::from_secs(3);
+                tokio::task::spawn_blocking(move || wait_for_lease(&url, pid, waited))
+                    .await
+                    .expect("lease query");
             }
             let killed_at = done.load(Ordering::SeqCst);
             let port = {
@@ -287,11 +395,18 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
                 all[VICTIM].kill();
                 all[VICTIM].port
             };
+            let held = {
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || actions_leased_by(&url, pid))
+                    .await
+                    .expect("lease query")
+            };
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut fresh = Instance::start(&url, port, logs.join(format!("i{VICTIM}b.log")));
+            let log = logs.join(format!("i{VICTIM}b.log"));
+            let mut fresh = Instance::start(&url, port, log, stripe.as_deref());
             fresh.wait_ready(&client).await;
             instances.lock().await[VICTIM] = fresh;
-            killed_at
+            (killed_at, held)
         })
     };
 
@@ -313,15 +428,22 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
         .collect::<Vec<_>>()
         .await;
     let delivered_in = started.elapsed();
-    let killed_at = tokio::time::timeout(Duration::from_secs(60), killer)
+    let (killed_at, held) = tokio::time::timeout(Duration::from_secs(60), killer)
         .await
         .expect("restart in time")
         .expect("killer task");
     let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
 
     let pool = Pool::connect(&db.url(), PoolOptions::default()).unwrap();
-    let pending = wait_until_nothing_pending(&pool).await;
+    let settled = wait_until_settled(&pool, started).await;
     let elapsed = started.elapsed();
+    let effects = match &fake {
+        Some(fake) => {
+            let mut conn = pool.get().unwrap();
+            SideEffects::collect(fake, &mut conn, &cards).await
+        }
+        None => SideEffects::default(),
+    };
     let (acknowledged, redelivered) = {
         let mut tally = tally.lock().unwrap();
         (std::mem::take(&mut tally.acknowledged), tally.redelivered)
@@ -330,12 +452,20 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
         "scale-out: {INSTANCES} instances, {total} deliveries sent ({} unique events for \
          {INTENTS} intents + {duplicates} duplicates), {} unique acknowledged, {redelivered} \
          acknowledged only by another instance, {} never acknowledged; instance {VICTIM} SIGKILLed after {killed_at} answered deliveries \
-         and restarted; all delivered in {delivered_in:.1?}, all applied in {elapsed:.1?}",
+         holding {held} leased Stripe actions and restarted; all delivered in {delivered_in:.1?}, all applied in {:.1?}; {}",
         unique.len(),
         acknowledged.len(),
         refused.len(),
+        settled.events_at,
+        effects.summary(fake.is_some(), cards.len(), elapsed),
     );
+    let pending = settled.pending_events;
     assert!(pending.is_empty(), "events still pending: {pending:?}");
+    assert!(
+        settled.pending_actions.is_empty(),
+        "Stripe actions still pending: {:?}",
+        settled.pending_actions
+    );
     assert!(
         refused.is_empty(),
         "deliveries never acknowledged by any instance: {:?}",
@@ -361,28 +491,94 @@ async fn three_instances_one_killed_apply_every_acknowledged_event_exactly_once(
     );
     verify_transitions(&mut conn, &acknowledged);
     verify_checkouts(&mut conn, &unique, &acknowledged);
+    if fake.is_some() {
+        verify_side_effects(&effects, &cards);
+    }
     drop(conn);
     drop(pool);
     drop(Arc::try_unwrap(instances).ok());
     drop(db);
+    drop(fake);
 }
 
-async fn wait_until_nothing_pending(pool: &Pool) -> Vec<(String, i64)> {
+struct Settled {
+    pending_events: Vec<(String, i64)>,
+    /// Action ids and steps still pending.
+    pending_actions: Vec<(i64, String)>,
+    /// Since `started`, when no event was pending any more.
+    events_at: Duration,
+}
+
+/// Waits (bounded) until no event and no Stripe action is pending.
+async fn wait_until_settled(pool: &Pool, started: Instant) -> Settled {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut events_at = None;
     loop {
-        let counts = {
+        let (counts, actions) = {
             let mut conn = pool.get().unwrap();
-            payhook::store::events::count_events_by_status(&mut conn).unwrap()
+            (
+                payhook::store::events::count_events_by_status(&mut conn).unwrap(),
+                payhook::store::actions::list_actions(&mut conn).unwrap(),
+            )
         };
-        let pending: Vec<_> = counts
+        let pending_events: Vec<_> = counts
             .into_iter()
             .filter(|(s, n)| s == "pending" && *n > 0)
             .collect();
-        if pending.is_empty() || Instant::now() > deadline {
-            return pending;
+        if pending_events.is_empty() {
+            events_at.get_or_insert_with(|| started.elapsed());
+        }
+        let pending_actions: Vec<_> = actions
+            .into_iter()
+            .filter(|a| a.status == "pending")
+            .map(|a| (a.id, a.step))
+            .collect();
+        let settled = pending_events.is_empty() && pending_actions.is_empty();
+        if settled || Instant::now() > deadline {
+            return Settled {
+                pending_events,
+                pending_actions,
+                events_at: events_at.unwrap_or_else(|| started.elapsed()),
+            };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls (bounded) until the worker of process `pid` holds an action lease.
+fn wait_for_lease(url: &str, pid: u32, at_most: Duration) {
+    let deadline = Instant::now() + at_most;
+    let mut conn = pg(url);
+    while count_leased_by(&mut conn, pid) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Pending actions leased by the worker of process `pid`.
+fn actions_leased_by(url: &str, pid: u32) -> i64 {
+    count_leased_by(&mut pg(url), pid)
+}
+
+fn pg(url: &str) -> diesel::PgConnection {
+    use diesel::Connection;
+    diesel::PgConnection::establish(url).expect("connect")
+}
+
+/// A worker's id starts with its process id; a pending action with `locked_by` is leased.
+fn count_leased_by(conn: &mut diesel::PgConnection, pid: u32) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM stripe_actions \
+         WHERE status = 'pending' AND locked_by LIKE $1",
+    )
+    .bind::<Text, _>(format!("{pid}-%"))
+    .get_result::<Count>(conn)
+    .expect("count leased actions")
+    .n
 }
 
 #[derive(QueryableByName)]
@@ -484,6 +680,207 @@ fn verify_checkouts(conn: &mut Conn, unique: &[Generated], acknowledged: &HashSe
             states.get(intent).map(String::as_str),
             Some(expected.as_str()),
             "{intent}: {events:?}"
+        );
+    }
+}
+
+/// The outbox, the local customers and the fake Stripe's state once everything settled.
+#[derive(Default)]
+struct SideEffects {
+    actions: Vec<ActionRow>,
+    /// Local customers of the card users, by `customer_ref`.
+    local: HashMap<String, CustomerRow>,
+    /// Every customer at the fake.
+    customers: Vec<Value>,
+    /// The card payment methods the fake lists for each customer id.
+    attached: HashMap<String, Vec<String>>,
+    /// Each created card's `customer` at the fake (None: detached).
+    owner: HashMap<String, Option<String>>,
+}
+
+impl SideEffects {
+    async fn collect(fake: &FakeStripe, conn: &mut Conn, cards: &[CardIntent]) -> Self {
+        let actions = payhook::store::actions::list_actions(conn).unwrap();
+        let mut local = HashMap::new();
+        for card in cards {
+            if let Some(found) = customers::find_customer_by_ref(conn, &card.user).unwrap() {
+                local.insert(card.user.clone(), found);
+            }
+        }
+        let mut all = Vec::new();
+        loop {
+            let path = match all.last().and_then(|c: &Value| c["id"].as_str()) {
+                Some(last) => format!("/v1/customers?limit=100&starting_after={last}"),
+                None => "/v1/customers?limit=100".to_owned(),
+            };
+            let page = fake.get(&path).await;
+            let data = page["data"].as_array().expect("a list").clone();
+            let more = page["has_more"].as_bool() == Some(true) && !data.is_empty();
+            all.extend(data);
+            if !more {
+                break;
+            }
+        }
+        let mut attached = HashMap::new();
+        for customer in &all {
+            let id = customer["id"].as_str().expect("customer id");
+            let list = fake
+                .get(&format!(
+                    "/v1/payment_methods?customer={id}&type=card&limit=100"
+                ))
+                .await;
+            let ids = list["data"]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|pm| pm["id"].as_str().expect("pm id").to_owned())
+                .collect();
+            attached.insert(id.to_owned(), ids);
+        }
+        let mut owner = HashMap::new();
+        for card in cards {
+            let pm = fake
+                .get(&format!("/v1/payment_methods/{}", card.payment_method))
+                .await;
+            let customer = pm["customer"].as_str().map(str::to_owned);
+            owner.insert(card.payment_method.clone(), customer);
+        }
+        Self {
+            actions,
+            local,
+            customers: all,
+            attached,
+            owner,
+        }
+    }
+
+    fn summary(&self, checked: bool, cards: usize, elapsed: Duration) -> String {
+        if !checked {
+            return "Stripe side effects not checked (no fake Stripe)".to_owned();
+        }
+        let done = self.actions.iter().filter(|a| a.status == "done").count();
+        let retries: i64 = self.actions.iter().map(|a| i64::from(a.attempts)).sum();
+        let detached = self.owner.values().filter(|o| o.is_none()).count();
+        format!(
+            "side effects: {} save_card actions for {cards} card intents ({done} done, \
+             {retries} retried tries), {} Stripe customers created for {CARD_USERS} users, \
+             {detached} duplicate cards detached, all done in {elapsed:.1?}",
+            self.actions.len(),
+            self.customers.len(),
+        )
+    }
+}
+
+/// Every card intent saved its card exactly once: one done action each; at the fake one
+/// customer per user holding one card per fingerprint (the one its last action saved, older
+/// duplicates detached), no card on two customers, the last saved card as the default; and
+/// the local customers link those Stripe customers and that default.
+fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
+    let mut by_pm: HashMap<&str, &ActionRow> = HashMap::new();
+    for action in &fx.actions {
+        assert_eq!(action.kind, "save_card", "{action:?}");
+        assert_eq!(action.status, "done", "{action:?}");
+        let twice = by_pm.insert(&action.payment_method_id, action);
+        assert!(
+            twice.is_none(),
+            "two actions save {}",
+            action.payment_method_id
+        );
+    }
+    assert_eq!(fx.actions.len(), cards.len(), "one action per card intent");
+    let finished = |pm: &str| {
+        by_pm
+            .get(pm)
+            .unwrap_or_else(|| panic!("no action saves {pm}"))
+            .updated_at
+    };
+
+    let mut per_user: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for customer in &fx.customers {
+        let user = customer["metadata"]["customer_ref"]
+            .as_str()
+            .unwrap_or("(no customer_ref)");
+        per_user.entry(user).or_default().push(customer);
+    }
+    let users: BTreeSet<&str> = cards.iter().map(|c| c.user.as_str()).collect();
+    assert_eq!(
+        per_user.keys().copied().collect::<BTreeSet<_>>(),
+        users,
+        "Stripe customers exist for the card users only"
+    );
+    let mut holder: HashMap<&str, &str> = HashMap::new();
+    for (customer, pms) in &fx.attached {
+        for pm in pms {
+            if let Some(other) = holder.insert(pm, customer) {
+                panic!("{pm} is attached to {other} and {customer}");
+            }
+        }
+    }
+
+    for user in users {
+        let found = &per_user[user];
+        assert_eq!(
+            found.len(),
+            1,
+            "{user} has {} Stripe customers",
+            found.len()
+        );
+        let customer = found[0];
+        let cus = customer["id"].as_str().expect("customer id");
+        let local = fx.local.get(user).expect("local customer");
+        assert_eq!(local.stripe_customer_id.as_deref(), Some(cus), "{user}");
+
+        let mine: Vec<&CardIntent> = cards.iter().filter(|c| c.user == user).collect();
+        let attached: BTreeSet<&str> = fx.attached[cus].iter().map(String::as_str).collect();
+        for pm in &attached {
+            assert!(
+                mine.iter().any(|c| c.payment_method == *pm),
+                "{user}'s {cus} holds {pm}, not one of the user's cards"
+            );
+        }
+        let mut by_fingerprint: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for card in &mine {
+            by_fingerprint
+                .entry(&card.fingerprint)
+                .or_default()
+                .push(&card.payment_method);
+        }
+        for (fingerprint, pms) in by_fingerprint {
+            let kept: Vec<&str> = pms
+                .iter()
+                .copied()
+                .filter(|pm| attached.contains(pm))
+                .collect();
+            assert_eq!(
+                kept.len(),
+                1,
+                "{user} {fingerprint}: {pms:?} attached {kept:?}"
+            );
+            let last = pms.iter().map(|pm| finished(pm)).max();
+            assert_eq!(
+                Some(finished(kept[0])),
+                last,
+                "{user}: the kept {fingerprint} card was not saved last"
+            );
+            for pm in pms {
+                let expected = (pm == kept[0]).then_some(cus);
+                assert_eq!(fx.owner[pm].as_deref(), expected, "{user}: {pm}");
+            }
+        }
+        let default = customer["invoice_settings"]["default_payment_method"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user}'s {cus} has no default card"));
+        assert!(attached.contains(default), "{user}: default {default}");
+        let last = mine.iter().map(|c| finished(&c.payment_method)).max();
+        assert_eq!(
+            Some(finished(default)),
+            last,
+            "{user}: the default {default} is not the card saved last"
+        );
+        assert_eq!(
+            local.default_payment_method_id.as_deref(),
+            Some(default),
+            "{user}: local default"
         );
     }
 }
