@@ -386,6 +386,13 @@ async fn run_step(
         }
         Step::Default => {
             let cus = stripe_customer(&customer)?.to_owned();
+            if !record_saved_at(ctx, action, customer.id).await? {
+                info!(
+                    "action {}: {pm_id} is not made the default: {cus} has a card saved later",
+                    action.id
+                );
+                return NEXT;
+            }
             let key = format!("{}:default:{cus}", action.idempotency_key);
             ctx.call(
                 "set default",
@@ -417,6 +424,47 @@ async fn run_step(
         }
         Step::Dedupe => dedupe(ctx, action, &customer).await,
     }
+}
+
+/// Records when the card was saved, in Stripe time (the `created` of the succeeded event that
+/// moved the checkout), and tells whether it is the customer's newest saved card. Saves may
+/// run in any order (webhooks arrive out of order), so "newest" is decided by Stripe time,
+/// never by which action ran last.
+async fn record_saved_at(
+    ctx: &ActionContext,
+    action: &ActionRow,
+    customer_id: i64,
+) -> Result<bool, ActionError> {
+    let (pm, checkout_id, fallback) = (
+        action.payment_method_id.clone(),
+        action.checkout_id.clone(),
+        action.created_at,
+    );
+    Ok(ctx
+        .db(move |conn| {
+            conn.transaction(|conn| {
+                let saved_at = match &checkout_id {
+                    Some(id) => {
+                        checkout_store::find_checkout(conn, id)?.map(|c| c.state_event_created)
+                    }
+                    None => None,
+                }
+                .unwrap_or(fallback);
+                let now = now_secs();
+                let mut row = payment_methods::find_payment_method(conn, &pm)?
+                    .unwrap_or_else(|| PaymentMethodRow::new(&pm, now));
+                row.saved_at = Some(saved_at);
+                row.updated_at = now;
+                payment_methods::save_payment_method(conn, &row)?;
+                let others: Vec<PaymentMethodRow> =
+                    payment_methods::list_customer_payment_methods(conn, customer_id)?
+                        .into_iter()
+                        .filter(|o| o.id != pm)
+                        .collect();
+                Ok(payment_methods::is_newest_saved(&row, &others))
+            })
+        })
+        .await?)
 }
 
 async fn load_customer(
@@ -554,19 +602,29 @@ fn store_details(
     details: &CardDetails,
 ) -> StoreResult<()> {
     let now = now_secs();
-    for mut other in payment_methods::list_customer_payment_methods(conn, customer.id)? {
-        let live = [
-            PaymentMethodStatus::Default.as_str(),
-            PaymentMethodStatus::Attached.as_str(),
-        ];
-        if other.id != details.id && live.contains(&other.status.as_str()) {
-            other.status = PaymentMethodStatus::Superseded.as_str().to_owned();
-            other.updated_at = now;
-            payment_methods::save_payment_method(conn, &other)?;
-        }
-    }
     let mut row = payment_methods::find_payment_method(conn, &details.id)?
         .unwrap_or_else(|| PaymentMethodRow::new(&details.id, now));
+    let others: Vec<PaymentMethodRow> =
+        payment_methods::list_customer_payment_methods(conn, customer.id)?
+            .into_iter()
+            .filter(|o| o.id != details.id)
+            .collect();
+    // Only the newest saved card supersedes the others; an older one, saved late because its
+    // webhook came late, is superseded itself.
+    let newest = payment_methods::is_newest_saved(&row, &others);
+    if newest {
+        for mut other in others {
+            let live = [
+                PaymentMethodStatus::Default.as_str(),
+                PaymentMethodStatus::Attached.as_str(),
+            ];
+            if live.contains(&other.status.as_str()) {
+                other.status = PaymentMethodStatus::Superseded.as_str().to_owned();
+                other.updated_at = now;
+                payment_methods::save_payment_method(conn, &other)?;
+            }
+        }
+    }
     row.customer_id = Some(customer.id);
     row.stripe_customer_id = details
         .customer
@@ -586,7 +644,13 @@ fn store_details(
     // a later one can.
     row.attached_at = row.attached_at.max(Some(now));
     if !row.is_detached() {
-        row.status = PaymentMethodStatus::Default.as_str().to_owned();
+        row.status = if newest {
+            PaymentMethodStatus::Default
+        } else {
+            PaymentMethodStatus::Superseded
+        }
+        .as_str()
+        .to_owned();
     }
     row.updated_at = now;
     payment_methods::save_payment_method(conn, &row)
@@ -601,37 +665,47 @@ async fn dedupe(
 ) -> Result<StepOutcome, ActionError> {
     let cus = stripe_customer(customer)?.to_owned();
     let pm_id = action.payment_method_id.clone();
-    let fingerprint = ctx
+    let this = ctx
         .db(move |conn| payment_methods::find_payment_method(conn, &pm_id))
-        .await?
-        .and_then(|row| row.fingerprint);
-    let Some(fingerprint) = fingerprint else {
+        .await?;
+    let Some(this) = this.filter(|row| row.fingerprint.is_some()) else {
         return NEXT;
     };
+    let fingerprint = this.fingerprint.clone().unwrap_or_default();
+    let customer_id = customer.id;
+    let local = ctx
+        .db(move |conn| payment_methods::list_customer_payment_methods(conn, customer_id))
+        .await?;
+    let same_card: Vec<&PaymentMethodRow> = local
+        .iter()
+        .filter(|row| row.id != this.id)
+        .filter(|row| row.fingerprint.as_deref() == Some(fingerprint.as_str()))
+        .collect();
+    // The newest saved copy of the card stays, every other copy goes: this one too, when a
+    // copy saved later (by Stripe time) was processed first. Every worker picks the same one.
+    let keep = same_card
+        .iter()
+        .copied()
+        .chain([&this])
+        .max_by(|a, b| a.saved_key().cmp(&b.saved_key()))
+        .map_or(this.id.clone(), |row| row.id.clone());
     let at_stripe = ctx
         .call("list", ctx.api.list_card_payment_methods(&cus))
         .await?;
     let mut duplicates: Vec<(String, bool)> = at_stripe
         .iter()
-        .filter(|pm| pm.id != action.payment_method_id)
+        .filter(|pm| pm.id != keep)
         .filter(|pm| pm.fingerprint.as_deref() == Some(fingerprint.as_str()))
         .map(|pm| (pm.id.clone(), true))
         .collect();
     // Local records Stripe no longer lists are detached already: only the record is stale.
-    let (customer_id, fp, keep) = (
-        customer.id,
-        fingerprint.clone(),
-        action.payment_method_id.clone(),
-    );
-    let local = ctx
-        .db(move |conn| payment_methods::list_customer_payment_methods(conn, customer_id))
-        .await?;
-    for row in local {
-        if row.id != keep
-            && row.fingerprint.as_deref() == Some(fp.as_str())
-            && !duplicates.iter().any(|(id, _)| *id == row.id)
-        {
-            duplicates.push((row.id, false));
+    for row in same_card
+        .iter()
+        .map(|r| &r.id)
+        .chain([&action.payment_method_id])
+    {
+        if *row != keep && !duplicates.iter().any(|(id, _)| id == row) {
+            duplicates.push((row.clone(), false));
         }
     }
     for (dup, attached_at_stripe) in duplicates {
@@ -648,8 +722,8 @@ async fn dedupe(
                 Err(e) => return Err(e.into()),
             }
             info!(
-                "action {}: detached duplicate {dup} (same card as {}) from {cus}",
-                action.id, action.payment_method_id
+                "action {}: detached duplicate {dup} (same card as {keep}) from {cus}",
+                action.id
             );
         }
         ctx.db(move |conn| {

@@ -51,6 +51,9 @@ pub struct PaymentMethodRow {
     pub detached_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Stripe time of the succeeded intent that saved the card (None: not saved by payhook).
+    /// The customer's newest saved card is the default.
+    pub saved_at: Option<i64>,
 }
 
 impl PaymentMethodRow {
@@ -71,6 +74,7 @@ impl PaymentMethodRow {
             detached_at: None,
             created_at: now,
             updated_at: now,
+            saved_at: None,
         }
     }
 
@@ -118,6 +122,19 @@ pub fn insert_payment_method_if_absent(
         .on_conflict_do_nothing()
         .execute(c))?;
     Ok(n == 1)
+}
+
+impl PaymentMethodRow {
+    /// Orders saved cards: newest Stripe time first wins, and on a tie (one-second
+    /// resolution) the id decides, so every worker, whatever it saw first, picks the same card.
+    pub fn saved_key(&self) -> (Option<i64>, &str) {
+        (self.saved_at, &self.id)
+    }
+}
+
+/// Whether `card` is the newest saved card among itself and `others`.
+pub fn is_newest_saved(card: &PaymentMethodRow, others: &[PaymentMethodRow]) -> bool {
+    others.iter().all(|o| o.saved_key() <= card.saved_key())
 }
 
 /// Inserts or overwrites the whole record.

@@ -50,6 +50,7 @@ diesel::table! {
         detached_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        saved_at -> Nullable<BigInt>,
     }
 }
 

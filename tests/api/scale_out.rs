@@ -12,7 +12,7 @@
 //! instance resumes those actions after `ACTION_LEASE_SECS` with the same idempotency keys. Once no event and no action is
 //! pending, [`verify_side_effects`] checks at the fake: one Stripe customer per app user, the
 //! user's cards attached to it and to no other customer, one card per fingerprint (older
-//! duplicates detached), the last saved card as the default; and locally: every `save_card`
+//! duplicates detached), the newest saved card (by Stripe time) as the default; and locally: every `save_card`
 //! action done, each customer linked to the Stripe customer the fake has for that user.
 //! Without the fake (python3 + localstripe) the side-effect part is skipped with a SKIPPED
 //! line, except under `CI=true`, where the test fails.
@@ -696,6 +696,8 @@ struct SideEffects {
     attached: HashMap<String, Vec<String>>,
     /// Each created card's `customer` at the fake (None: detached).
     owner: HashMap<String, Option<String>>,
+    /// Stripe time each card was saved at (its succeeded event's `created`), as recorded.
+    saved_at: HashMap<String, i64>,
 }
 
 impl SideEffects {
@@ -738,7 +740,16 @@ impl SideEffects {
             attached.insert(id.to_owned(), ids);
         }
         let mut owner = HashMap::new();
+        let mut saved_at = HashMap::new();
         for card in cards {
+            let row =
+                payhook::store::payment_methods::find_payment_method(conn, &card.payment_method)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("no local record of {}", card.payment_method));
+            let at = row
+                .saved_at
+                .unwrap_or_else(|| panic!("{} has no saved_at", row.id));
+            saved_at.insert(card.payment_method.clone(), at);
             let pm = fake
                 .get(&format!("/v1/payment_methods/{}", card.payment_method))
                 .await;
@@ -751,6 +762,7 @@ impl SideEffects {
             customers: all,
             attached,
             owner,
+            saved_at,
         }
     }
 
@@ -772,9 +784,10 @@ impl SideEffects {
 }
 
 /// Every card intent saved its card exactly once: one done action each; at the fake one
-/// customer per user holding one card per fingerprint (the one its last action saved, older
-/// duplicates detached), no card on two customers, the last saved card as the default; and
-/// the local customers link those Stripe customers and that default.
+/// customer per user holding one card per fingerprint (the newest copy by Stripe time, older
+/// duplicates detached), no card on two customers, the newest saved card as the default,
+/// whatever order the shuffled webhooks arrived in; and the local customers link those
+/// Stripe customers and that default.
 fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
     let mut by_pm: HashMap<&str, &ActionRow> = HashMap::new();
     for action in &fx.actions {
@@ -788,12 +801,15 @@ fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
         );
     }
     assert_eq!(fx.actions.len(), cards.len(), "one action per card intent");
-    let finished = |pm: &str| {
-        by_pm
-            .get(pm)
-            .unwrap_or_else(|| panic!("no action saves {pm}"))
-            .updated_at
-    };
+    for card in cards {
+        assert!(
+            by_pm.contains_key(card.payment_method.as_str()),
+            "no action saves {}",
+            card.payment_method
+        );
+    }
+    // "Newest" is Stripe time, not the order the saves ran in; a tie allows either card.
+    let saved = |pm: &str| fx.saved_at[pm];
 
     let mut per_user: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     for customer in &fx.customers {
@@ -856,11 +872,11 @@ fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
                 1,
                 "{user} {fingerprint}: {pms:?} attached {kept:?}"
             );
-            let last = pms.iter().map(|pm| finished(pm)).max();
+            let last = pms.iter().map(|pm| saved(pm)).max();
             assert_eq!(
-                Some(finished(kept[0])),
+                Some(saved(kept[0])),
                 last,
-                "{user}: the kept {fingerprint} card was not saved last"
+                "{user}: the kept {fingerprint} card is not the newest copy"
             );
             for pm in pms {
                 let expected = (pm == kept[0]).then_some(cus);
@@ -871,11 +887,11 @@ fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
             .as_str()
             .unwrap_or_else(|| panic!("{user}'s {cus} has no default card"));
         assert!(attached.contains(default), "{user}: default {default}");
-        let last = mine.iter().map(|c| finished(&c.payment_method)).max();
+        let last = mine.iter().map(|c| saved(&c.payment_method)).max();
         assert_eq!(
-            Some(finished(default)),
+            Some(saved(default)),
             last,
-            "{user}: the default {default} is not the card saved last"
+            "{user}: the default {default} is not the newest saved card"
         );
         assert_eq!(
             local.default_payment_method_id.as_deref(),

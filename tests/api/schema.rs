@@ -45,12 +45,27 @@ macro_rules! columns_for_tuples {
         }
     };
 }
+// Every table width up to 24 columns.
+columns_for_tuples!(A B C D E);
+columns_for_tuples!(A B C D E F);
 columns_for_tuples!(A B C D E F G);
+columns_for_tuples!(A B C D E F G H);
+columns_for_tuples!(A B C D E F G H I);
+columns_for_tuples!(A B C D E F G H I J);
 columns_for_tuples!(A B C D E F G H I J K);
 columns_for_tuples!(A B C D E F G H I J K L);
+columns_for_tuples!(A B C D E F G H I J K L M);
+columns_for_tuples!(A B C D E F G H I J K L M N);
 columns_for_tuples!(A B C D E F G H I J K L M N O);
+columns_for_tuples!(A B C D E F G H I J K L M N O P);
 columns_for_tuples!(A B C D E F G H I J K L M N O P Q);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S);
 columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S T);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S T U);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S T U V);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S T U V W);
+columns_for_tuples!(A B C D E F G H I J K L M N O P Q R S T U V W X);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {

@@ -212,7 +212,9 @@ async fn a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_i
         .enumerate()
     {
         let (seti, pm) = confirmed_setup_intent(&fake, number, email, "user_cy").await;
-        let event = event_for(&format!("evt_dedupe_{n}"), "setup_intent.succeeded", &seti);
+        let mut event = event_for(&format!("evt_dedupe_{n}"), "setup_intent.succeeded", &seti);
+        // One second apart: "newer" is Stripe time, not delivery order.
+        event["created"] = (1_763_900_000 + n as i64).into();
         app.deliver(&bytes(&event)).await;
         wait_for_action(&app, &format!("save_card:{}", id(&seti)), "done").await;
         saved.push(pm);
@@ -469,3 +471,49 @@ async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows(bac
     assert_eq!(action.customer_id, Some(customer.id));
 }
 both_backends!(metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows);
+
+/// Webhooks come in any order: a card saved earlier (by Stripe time) whose event arrives
+/// last must not take the default from a card saved later, and of two copies of one card the
+/// newer stays.
+async fn a_card_saved_earlier_but_delivered_last_does_not_take_the_default(backend: Backend) {
+    let Some(fake) = FakeStripe::start("saved out of order") else {
+        return;
+    };
+    let app = spawn_stripe_app(backend, &fake.base_url).await;
+    let email = "late@example.com";
+    let t0 = 1_763_900_000;
+    // (card number, Stripe time of its setup_intent.succeeded), in delivery order.
+    let plan = [
+        ("5555555555554444", t0 + 100), // newest: must end as the default
+        ("4242424242424242", t0),       // oldest copy of a repeated card: detached
+        ("4242424242424242", t0 + 50),  // newer copy of it: kept, but not the default
+    ];
+    let mut saved = Vec::new();
+    for (n, (number, created)) in plan.into_iter().enumerate() {
+        let (seti, pm) = confirmed_setup_intent(&fake, number, email, "user_late").await;
+        let mut event = event_for(&format!("evt_late_{n}"), "setup_intent.succeeded", &seti);
+        event["created"] = created.into();
+        app.deliver(&bytes(&event)).await;
+        wait_for_action(&app, &format!("save_card:{}", id(&seti)), "done").await;
+        saved.push(pm);
+    }
+    let customer = local_customer_by_ref(&app, "user_late");
+    assert_saved(&fake, &app, &customer, &saved[0]).await;
+    assert_eq!(local_card(&app, &id(&saved[1])).status, "detached");
+    assert_eq!(local_card(&app, &id(&saved[2])).status, "superseded");
+    let cus = customer.stripe_customer_id.expect("cus");
+    let listed = fake
+        .get(&format!("/v1/payment_methods?customer={cus}&type=card"))
+        .await;
+    let mut ids: Vec<String> = listed["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|pm| pm["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![id(&saved[0]), id(&saved[2])];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+}
+both_backends!(a_card_saved_earlier_but_delivered_last_does_not_take_the_default);
