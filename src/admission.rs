@@ -153,8 +153,7 @@ fn drain_into(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: u
 }
 
 fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreError> {
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    pool.write(|conn| {
         batch
             .iter()
             .map(|r| {

@@ -44,8 +44,7 @@ pub fn backoff(config: &ProcessorConfig, attempts: i32) -> Duration {
 
 /// Claims and applies one batch of due events.
 pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<BatchReport> {
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    pool.write(|conn| {
         let now = now_ms();
         let due = events::claim_due_events(conn, now, config.batch_size)?;
         let mut report = BatchReport {
