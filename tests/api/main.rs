@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod fuzz;
 mod helpers;
 mod ordering;
 mod processing;
 mod real_events;
 mod replay;
 mod signature;
+mod survival;
