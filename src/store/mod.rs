@@ -137,10 +137,13 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
             Durability::Normal => "NORMAL",
         };
         // WAL lets readers run beside the single writer; busy_timeout makes a second writer
-        // wait instead of failing; foreign keys are off by default in SQLite.
+        // wait instead of failing; foreign keys are off by default in SQLite. busy_timeout
+        // comes first: on a fresh file the pool opens its connections at once and all but one
+        // of them would otherwise fail switching to WAL ("database is locked"), each costing
+        // an r2d2 retry with backoff at start-up.
         conn.batch_execute(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
