@@ -158,8 +158,7 @@ fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreE
     // no two batches wait for each other in a cycle, so duplicates never deadlock a batch.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by(|&a, &b| batch[a].event.id.cmp(&batch[b].event.id));
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    pool.write(|conn| {
         let mut outcomes = vec![Admission::Duplicate; batch.len()];
         for i in order {
             if events::insert_event(conn, &batch[i].event)? {

@@ -202,6 +202,7 @@ fn build_server(
         secrets: Arc::new(config.webhook_secrets.clone()),
         tolerance_secs: config.tolerance_secs,
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.client_request_timeout,
         admitter,
         pool,
     });

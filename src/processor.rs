@@ -65,8 +65,7 @@ pub fn backoff(config: &ProcessorConfig, attempts: i32) -> Duration {
 
 /// Claims and applies one batch of due events.
 pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<BatchReport> {
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    pool.write(|conn| {
         let now = now_ms();
         let mut due = events::claim_due_events(conn, now, config.batch_size)?;
         // Claimed oldest first across all objects; applied grouped by object so concurrent

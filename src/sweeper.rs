@@ -21,8 +21,7 @@ pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
         .filter(|s| s.can_expire())
         .map(|s| s.as_str())
         .collect();
-    let mut conn = pool.get()?;
-    conn.transaction(|conn| {
+    pool.write(|conn| {
         let due = store::find_quiet_checkouts(conn, &expirable, now - expiry_secs, SWEEP_LIMIT)?;
         let mut expired = 0;
         for mut row in due {

@@ -21,6 +21,8 @@ pub enum WebhookError {
     TooLarge { limit: usize },
     #[error("reading the body failed")]
     BodyRead,
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
     #[error("the event could not be stored; retry later")]
     Unavailable,
 }
@@ -32,6 +34,7 @@ impl WebhookError {
             Self::Envelope(e) => e.kind(),
             Self::TooLarge { .. } => "payload_too_large",
             Self::BodyRead => "body_read_failed",
+            Self::BodyTimeout => "request_timeout",
             Self::Unavailable => "storage_unavailable",
         }
     }
@@ -42,6 +45,7 @@ impl ResponseError for WebhookError {
         match self {
             Self::Signature(_) | Self::Envelope(_) | Self::BodyRead => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -6,6 +6,7 @@ mod health;
 mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 
@@ -20,6 +21,10 @@ pub struct AppState {
     pub secrets: Arc<Vec<WebhookSecret>>,
     pub tolerance_secs: i64,
     pub max_body_bytes: usize,
+    /// How long a client may take to send the body once its headers arrived (actix's own
+    /// request timeout covers the headers only), so a trickling body cannot hold a
+    /// connection and its buffer forever.
+    pub body_timeout: Duration,
     pub admitter: Admitter,
     pub pool: Pool,
 }

@@ -7,7 +7,6 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use log::{debug, warn};
-use serde_json::json;
 
 use super::{AppState, WebhookError};
 use crate::admission::Admission;
@@ -34,7 +33,12 @@ async fn handle(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, WebhookError> {
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        read_body(req, payload, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| WebhookError::BodyTimeout)??;
     let header = match req.headers().get("Stripe-Signature") {
         Some(value) => Some(
             value
@@ -75,7 +79,15 @@ async fn handle(
     debug!(
         "event {event_id} ({event_type}) admitted, secret #{secret_index}, duplicate: {duplicate}"
     );
-    Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
+    // Fixed answers, written once: no JSON serialisation per delivery.
+    let answer: &'static str = if duplicate {
+        r#"{"received":true,"duplicate":true}"#
+    } else {
+        r#"{"received":true,"duplicate":false}"#
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(answer))
 }
 
 /// Reads the body, refusing more than `limit` bytes (up front when Content-Length says so).

@@ -9,7 +9,13 @@ use crate::checkout::{CheckoutState, Current};
 use crate::with_conn;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = checkouts, treat_none_as_null = true)]
+// None as NULL in inserts too (fixed SQL, a cached prepared statement); nullable columns
+// default to NULL anyway.
+#[diesel(
+    table_name = checkouts,
+    treat_none_as_null = true,
+    treat_none_as_default_value = false
+)]
 pub struct CheckoutRow {
     pub id: String,
     pub kind: String,
@@ -87,8 +93,9 @@ pub struct TransitionRow {
     pub at: i64,
 }
 
+// None as NULL keeps the insert's SQL fixed, so diesel caches the prepared statement.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = checkout_transitions)]
+#[diesel(table_name = checkout_transitions, treat_none_as_default_value = false)]
 pub struct NewTransition<'a> {
     pub checkout_id: &'a str,
     pub event_id: Option<&'a str>,

@@ -18,8 +18,9 @@ pub struct CustomerRow {
     pub updated_at: i64,
 }
 
+// None as NULL keeps the insert's SQL fixed, so diesel caches the prepared statement.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = customers)]
+#[diesel(table_name = customers, treat_none_as_default_value = false)]
 pub struct NewCustomer<'a> {
     pub customer_ref: Option<&'a str>,
     pub email: Option<&'a str>,

@@ -68,6 +68,22 @@ impl Backend {
 /// Turns each named `async fn name(backend: Backend)` into the tests `name::sqlite` and
 /// `name::postgres` (see the module docs).
 macro_rules! both_backends {
+    // `both_backends!(name; multi_thread)`: for a test that blocks a thread of its own runtime.
+    ($name:ident; multi_thread) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::helpers::postgres_available_or_skip() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        }
+    };
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
             #[tokio::test]

@@ -6,6 +6,7 @@
 mod action_claims;
 mod admission;
 mod fake_stripe;
+mod fuzz;
 mod helpers;
 mod ordering;
 mod processing;
@@ -16,3 +17,4 @@ mod schema;
 mod signature;
 mod stripe_faults;
 mod stripe_flows;
+mod survival;

@@ -1,0 +1,2 @@
+DROP INDEX webhook_events_claim;
+CREATE INDEX webhook_events_pending ON webhook_events (status, next_attempt_at_ms, created);
