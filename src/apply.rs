@@ -58,23 +58,11 @@ pub fn apply_event(conn: &mut Conn, event: &WebhookEvent, now: i64) -> StoreResu
     }
 }
 
-fn trigger_for(kind: EventKind, view: &IntentView) -> Trigger {
-    match kind {
-        EventKind::IntentCreated => Trigger::Created,
-        EventKind::IntentRequiresAction => Trigger::RequiresAction,
-        EventKind::IntentProcessing => Trigger::Processing,
-        EventKind::IntentSucceeded => Trigger::Succeeded,
-        EventKind::IntentCanceled => Trigger::Canceled,
-        EventKind::IntentFailed => Trigger::Failed {
-            authentication_required: checkout::is_authentication_required(
-                view.error.code.as_deref(),
-                view.error.decline_code.as_deref(),
-            ),
-        },
-        EventKind::PaymentMethodAttached | EventKind::PaymentMethodDetached => {
-            unreachable!("payment method events are not intent events")
-        }
-    }
+fn trigger_for(kind: EventKind, view: &IntentView) -> Option<Trigger> {
+    kind.trigger(checkout::is_authentication_required(
+        view.error.code.as_deref(),
+        view.error.decline_code.as_deref(),
+    ))
 }
 
 fn new_checkout_id() -> String {
@@ -107,7 +95,13 @@ fn apply_intent_event(
         }
     }
 
-    let target = trigger_for(kind, view).target();
+    let Some(trigger) = trigger_for(kind, view) else {
+        return Ok(Applied::Invalid(format!(
+            "{} is not an intent event",
+            event.event_type
+        )));
+    };
+    let target = trigger.target();
     let created = event.created;
     // Twice at most: a second look only follows a checkout created concurrently, and then
     // finds it.

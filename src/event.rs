@@ -175,6 +175,25 @@ fn id_or_object<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
     }
 }
 
+/// The PaymentIntent event types payhook applies, in the order of an intent's life.
+pub const PAYMENT_INTENT_EVENT_TYPES: [&str; 6] = [
+    "payment_intent.created",
+    "payment_intent.requires_action",
+    "payment_intent.processing",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+];
+
+/// The SetupIntent event types Stripe sends and payhook applies.
+pub const SETUP_INTENT_EVENT_TYPES: [&str; 5] = [
+    "setup_intent.created",
+    "setup_intent.requires_action",
+    "setup_intent.succeeded",
+    "setup_intent.setup_failed",
+    "setup_intent.canceled",
+];
+
 /// The event types payhook applies; everything else is stored and marked `ignored`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -203,6 +222,23 @@ impl EventKind {
             "payment_method.attached" => Self::PaymentMethodAttached,
             "payment_method.detached" => Self::PaymentMethodDetached,
             _ => return None,
+        })
+    }
+
+    /// What an intent event asks of the checkout machine (`None` for payment-method events).
+    /// `authentication_required`: whether a failure's decline asks the customer to come back.
+    pub fn trigger(self, authentication_required: bool) -> Option<crate::checkout::Trigger> {
+        use crate::checkout::Trigger;
+        Some(match self {
+            Self::IntentCreated => Trigger::Created,
+            Self::IntentRequiresAction => Trigger::RequiresAction,
+            Self::IntentProcessing => Trigger::Processing,
+            Self::IntentSucceeded => Trigger::Succeeded,
+            Self::IntentCanceled => Trigger::Canceled,
+            Self::IntentFailed => Trigger::Failed {
+                authentication_required,
+            },
+            Self::PaymentMethodAttached | Self::PaymentMethodDetached => return None,
         })
     }
 

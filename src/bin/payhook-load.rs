@@ -102,14 +102,7 @@ fn parse_target(url: &str) -> anyhow::Result<Target> {
 }
 
 /// The life of an intent, as Stripe narrates it, and the other types a real endpoint sees.
-const INTENT_TYPES: [&str; 6] = [
-    "payment_intent.created",
-    "payment_intent.requires_action",
-    "payment_intent.processing",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-];
+const INTENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
 
 /// Builds event number `n`: mostly intent events (the mix a checkout endpoint sees), some
 /// payment-method and customer events (the latter are stored and ignored by payhook).

@@ -415,3 +415,11 @@ pub fn intent_event(event_id: &str, event_type: &str, intent_id: &str, created: 
 pub fn bytes(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialize")
 }
+
+/// The state an intent event type asks for (a failure taken as a plain decline).
+pub fn target_of(event_type: &str) -> payhook::checkout::CheckoutState {
+    payhook::event::EventKind::from_type(event_type)
+        .and_then(|kind| kind.trigger(false))
+        .unwrap_or_else(|| panic!("{event_type} is not an intent event"))
+        .target()
+}

@@ -4,32 +4,11 @@ use crate::helpers::{
     both_backends, bytes, fixture, fixture_json, intent_event, spawn_app_on, Backend,
 };
 
-const PAYMENT_TYPES: [&str; 6] = [
-    "payment_intent.created",
-    "payment_intent.requires_action",
-    "payment_intent.processing",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-];
-const SETUP_TYPES: [&str; 5] = [
-    "setup_intent.created",
-    "setup_intent.requires_action",
-    "setup_intent.succeeded",
-    "setup_intent.setup_failed",
-    "setup_intent.canceled",
-];
+const PAYMENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
+const SETUP_TYPES: [&str; 5] = payhook::event::SETUP_INTENT_EVENT_TYPES;
 
 fn target(event_type: &str) -> CheckoutState {
-    match event_type.rsplit('.').next().unwrap() {
-        "created" => CheckoutState::Pending,
-        "requires_action" => CheckoutState::RequiresAction,
-        "processing" => CheckoutState::Processing,
-        "succeeded" => CheckoutState::Succeeded,
-        "payment_failed" | "setup_failed" => CheckoutState::Failed,
-        "canceled" => CheckoutState::Canceled,
-        other => panic!("{other}"),
-    }
+    crate::helpers::target_of(event_type)
 }
 
 /// Every pair of handled events for one intent, delivered over HTTP in both orders, at the

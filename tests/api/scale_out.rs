@@ -51,14 +51,7 @@ const CONCURRENCY: usize = 24;
 const VICTIM: usize = 1;
 const KILL_AT_SHARE: f64 = 0.5;
 
-const PAYMENT_TYPES: [&str; 6] = [
-    "payment_intent.created",
-    "payment_intent.requires_action",
-    "payment_intent.processing",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-];
+const PAYMENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
 /// App users who save cards (`user_0` … `user_39`), and what a card-saving setup intent
 /// sends: it ends succeeded, so each one asks for exactly one `save_card` action.
 const CARD_USERS: usize = 40;
@@ -69,24 +62,10 @@ const CARD_TYPES: [&str; 3] = [
 ];
 /// A SIGKILLed worker's actions wait this long before another instance resumes them.
 const ACTION_LEASE_SECS: u64 = 3;
-const SETUP_TYPES: [&str; 5] = [
-    "setup_intent.created",
-    "setup_intent.requires_action",
-    "setup_intent.succeeded",
-    "setup_intent.setup_failed",
-    "setup_intent.canceled",
-];
+const SETUP_TYPES: [&str; 5] = payhook::event::SETUP_INTENT_EVENT_TYPES;
 
 fn target(event_type: &str) -> CheckoutState {
-    match event_type.rsplit('.').next().unwrap() {
-        "created" => CheckoutState::Pending,
-        "requires_action" => CheckoutState::RequiresAction,
-        "processing" => CheckoutState::Processing,
-        "succeeded" => CheckoutState::Succeeded,
-        "payment_failed" | "setup_failed" => CheckoutState::Failed,
-        "canceled" => CheckoutState::Canceled,
-        other => panic!("{other}"),
-    }
+    crate::helpers::target_of(event_type)
 }
 
 /// One `payhook serve` child process; killed when dropped so a failing test leaves none.
