@@ -182,6 +182,17 @@ pub fn claim_due_actions(
     Ok(claimed)
 }
 
+/// The action's row, only while this worker still holds its lease and it is pending: a worker
+/// whose lease ran out (and was taken over) updates nothing, which [`lease_held`] reports.
+macro_rules! held_by_lease {
+    ($action:expr) => {
+        dsl::stripe_actions
+            .find($action.id)
+            .filter(dsl::locked_by.eq($action.locked_by.as_deref()))
+            .filter(dsl::status.eq(ActionStatus::Pending.as_str()))
+    };
+}
+
 /// Progress made by the current holder of the lease: the next step, and optionally the
 /// resolved customer and a result summary. Extends the lease. Fails with
 /// [`StoreError::Conflict`] when the lease was lost (another worker took the action over).
@@ -193,9 +204,7 @@ pub fn record_progress(
     lease_until_ms: i64,
     now_secs: i64,
 ) -> StoreResult<()> {
-    let n = with_conn!(conn, c => diesel::update(dsl::stripe_actions.find(action.id))
-        .filter(dsl::locked_by.eq(action.locked_by.as_deref()))
-        .filter(dsl::status.eq(ActionStatus::Pending.as_str()))
+    let n = with_conn!(conn, c => diesel::update(held_by_lease!(action))
         .set((
             dsl::step.eq(step),
             dsl::customer_id.eq(customer_id.or(action.customer_id)),
@@ -216,9 +225,7 @@ pub fn finish_action(
     result: Option<&str>,
     now_secs: i64,
 ) -> StoreResult<()> {
-    let n = with_conn!(conn, c => diesel::update(dsl::stripe_actions.find(action.id))
-        .filter(dsl::locked_by.eq(action.locked_by.as_deref()))
-        .filter(dsl::status.eq(ActionStatus::Pending.as_str()))
+    let n = with_conn!(conn, c => diesel::update(held_by_lease!(action))
         .set((
             dsl::status.eq(status.as_str()),
             dsl::attempts.eq(attempts),
@@ -243,9 +250,7 @@ pub fn schedule_action_retry(
     error: Option<(&str, &str)>,
     now_secs: i64,
 ) -> StoreResult<()> {
-    let n = with_conn!(conn, c => diesel::update(dsl::stripe_actions.find(action.id))
-        .filter(dsl::locked_by.eq(action.locked_by.as_deref()))
-        .filter(dsl::status.eq(ActionStatus::Pending.as_str()))
+    let n = with_conn!(conn, c => diesel::update(held_by_lease!(action))
         .set((
             dsl::attempts.eq(attempts),
             dsl::next_attempt_at_ms.eq(next_attempt_at_ms),

@@ -16,30 +16,16 @@ async fn replaying_every_fixture_applies_each_flow(backend: Backend) {
     assert_eq!(deliveries.len(), 15);
     assert!(deliveries.iter().all(|d| d.status == 200), "{deliveries:?}");
     app.settle().await;
-    assert_eq!(
-        app.checkout("seti_1SWkbJLr8QmW2xNcWdeKLffX").unwrap().state,
-        "succeeded"
-    );
-    assert_eq!(
-        app.checkout("seti_1SWk89Lr8QmW2xNcD6uKL5Hk").unwrap().state,
-        "canceled"
-    );
-    assert_eq!(
-        app.checkout("pi_3SWkCFLr8QmW2xNcEnQpP95l").unwrap().state,
-        "succeeded"
-    );
-    assert_eq!(
-        app.checkout("pi_3SWkxvLr8QmW2xNcuz0OQydQ").unwrap().state,
-        "canceled"
-    );
-    assert_eq!(
-        app.checkout("pi_3SWknKLr8QmW2xNcpnYeB8m4").unwrap().state,
-        "requires_action"
-    );
-    assert_eq!(
-        app.checkout("pi_3SWkxiLr8QmW2xNc9pGd4t9w").unwrap().state,
-        "failed"
-    );
+    for (intent, state) in [
+        ("seti_1SWkbJLr8QmW2xNcWdeKLffX", "succeeded"),
+        ("seti_1SWk89Lr8QmW2xNcD6uKL5Hk", "canceled"),
+        ("pi_3SWkCFLr8QmW2xNcEnQpP95l", "succeeded"),
+        ("pi_3SWkxvLr8QmW2xNcuz0OQydQ", "canceled"),
+        ("pi_3SWknKLr8QmW2xNcpnYeB8m4", "requires_action"),
+        ("pi_3SWkxiLr8QmW2xNc9pGd4t9w", "failed"),
+    ] {
+        assert_eq!(app.checkout(intent).unwrap().state, state, "{intent}");
+    }
     assert_eq!(
         app.event("evt_1SWkp5Lr8QmW2xNcEktTIRUn").unwrap().status,
         "ignored"
