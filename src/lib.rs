@@ -26,6 +26,7 @@
 pub mod actions;
 pub mod admission;
 pub mod apply;
+pub mod background;
 pub mod checkout;
 pub mod config;
 pub mod event;
@@ -131,6 +132,8 @@ impl Application {
             tokio::spawn(processor::run(
                 pool.clone(),
                 config.processor,
+                background::BackgroundThread::start("payhook-process", config.processor.nice)
+                    .context("starting the processor thread")?,
                 committed,
                 shutdown.clone(),
             )),

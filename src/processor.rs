@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_event, Applied};
+use crate::background::BackgroundThread;
 use crate::config::ProcessorConfig;
 use crate::store::events::{self, EventStatus};
 use crate::store::{now_ms, Conn, Pool, StoreError, StoreResult};
@@ -50,6 +51,30 @@ pub struct BatchReport {
     pub dead: usize,
     /// Rolled back by contention with another transaction; rescheduled, try not counted.
     pub contended: usize,
+    /// Committed early because another writer was waiting for the SQLite write lock; the
+    /// claimed events not yet applied stay pending for the next batch.
+    pub yielded: bool,
+}
+
+impl BatchReport {
+    /// Events whose try ended in this batch, whatever the outcome.
+    pub fn done(&self) -> usize {
+        self.processed + self.ignored + self.failed + self.retried + self.dead + self.contended
+    }
+}
+
+/// The smallest claim after yielding: small enough that a claim which is cut short wastes
+/// little, large enough that each transaction's fixed cost is shared by several events.
+const MIN_CLAIM: i64 = 16;
+
+/// The next claim size: after a yield, about twice what fitted between two admission
+/// batches; otherwise doubling back up to the configured batch size.
+fn next_claim(limit: i64, report: &BatchReport, batch_size: i64) -> i64 {
+    if report.yielded {
+        (report.done() as i64 * 2).clamp(MIN_CLAIM.min(batch_size), batch_size)
+    } else {
+        limit.saturating_mul(2).min(batch_size)
+    }
 }
 
 /// Delay before try number `attempts + 1`: `base * 2^(attempts-1)`, capped, times a random
@@ -63,11 +88,23 @@ pub fn backoff(config: &ProcessorConfig, attempts: i32) -> Duration {
     raw.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-/// Claims and applies one batch of due events.
+/// Claims and applies one batch of due events (at most `config.batch_size`).
 pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<BatchReport> {
+    process_up_to(pool, config, config.batch_size, || pool.writers_waiting())
+}
+
+/// Claims up to `limit` due events and applies them, committing early (after at least one)
+/// when `yield_now` says so. The processor passes [`Pool::writers_waiting`]: admission
+/// batches hold requests open until they commit, so they must not queue behind a long batch.
+pub fn process_up_to(
+    pool: &Pool,
+    config: &ProcessorConfig,
+    limit: i64,
+    yield_now: impl Fn() -> bool,
+) -> StoreResult<BatchReport> {
     pool.write(|conn| {
         let now = now_ms();
-        let mut due = events::claim_due_events(conn, now, config.batch_size)?;
+        let mut due = events::claim_due_events(conn, now, limit.max(1))?;
         // Claimed oldest first across all objects; applied grouped by object so concurrent
         // batches lock checkouts in one order (see the module docs). Per object, Stripe
         // time order is kept.
@@ -85,7 +122,7 @@ pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<Batch
         };
         for event in &due {
             let attempts = event.attempts + 1;
-            match conn.transaction(|conn| apply_event(conn, event, now / 1000)) {
+            match conn.savepoint(|conn| apply_event(conn, event, now / 1000)) {
                 Ok(Applied::Processed) => {
                     report.processed += 1;
                     events::finish_event(
@@ -125,6 +162,10 @@ pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<Batch
                     )?;
                 }
                 Err(e) => record_failure(conn, config, event, attempts, &e, now, &mut report)?,
+            }
+            if report.done() < due.len() && yield_now() {
+                report.yielded = true;
+                break;
             }
         }
         Ok(report)
@@ -187,23 +228,31 @@ fn record_failure(
 
 /// Runs batches until `shutdown`: at once while there is a backlog, on `wake` (new events
 /// committed) or every `poll_interval` (due retries) otherwise.
+///
+/// Batches run on `thread`, which [`crate::background`] starts at a lower CPU priority.
 pub async fn run(
     pool: Pool,
     config: ProcessorConfig,
+    thread: BackgroundThread,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0;
+    let mut limit = config.batch_size;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
         let (p, c) = (pool.clone(), config);
-        let result = tokio::task::spawn_blocking(move || process_batch(&p, &c)).await;
+        let result = thread
+            .run(move || process_up_to(&p, &c, limit, || p.writers_waiting()))
+            .await;
         let pause = match result {
             Ok(Ok(report)) => {
                 failures = 0;
-                if report.claimed as i64 >= config.batch_size {
+                let claimed_all = report.claimed as i64 >= limit;
+                limit = next_claim(limit, &report, config.batch_size);
+                if claimed_all || report.yielded {
                     continue;
                 }
                 config.poll_interval
@@ -215,7 +264,7 @@ pub async fn run(
                 pause
             }
             Err(e) => {
-                error!("processing batch panicked: {e}");
+                error!("processing batch did not finish: {e}");
                 config.poll_interval
             }
         };
@@ -226,4 +275,49 @@ pub async fn run(
         }
     }
     debug!("processor stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yielded_after(done: usize) -> BatchReport {
+        BatchReport {
+            claimed: 500,
+            processed: done,
+            yielded: true,
+            ..BatchReport::default()
+        }
+    }
+
+    #[test]
+    fn claims_shrink_to_what_fitted_between_writers_and_grow_back_by_doubling() {
+        assert_eq!(next_claim(500, &yielded_after(40), 500), 80);
+        assert_eq!(next_claim(500, &yielded_after(1), 500), MIN_CLAIM);
+        assert_eq!(next_claim(80, &yielded_after(400), 500), 500);
+        let full = BatchReport {
+            claimed: 80,
+            processed: 80,
+            ..BatchReport::default()
+        };
+        assert_eq!(next_claim(80, &full, 500), 160);
+        assert_eq!(next_claim(400, &full, 500), 500);
+        // A configured batch below the floor is still respected.
+        assert_eq!(next_claim(4, &yielded_after(1), 4), 4);
+    }
+
+    #[test]
+    fn every_outcome_counts_as_done() {
+        let report = BatchReport {
+            claimed: 9,
+            processed: 1,
+            ignored: 2,
+            failed: 1,
+            retried: 1,
+            dead: 1,
+            contended: 1,
+            yielded: false,
+        };
+        assert_eq!(report.done(), 7);
+    }
 }

@@ -90,7 +90,7 @@ pub fn find_action(conn: &mut Conn, id: i64) -> StoreResult<Option<ActionRow>> {
     Ok(with_conn!(conn, c => dsl::stripe_actions
         .find(id)
         .select(ActionRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 
@@ -98,7 +98,7 @@ pub fn find_action_by_key(conn: &mut Conn, key: &str) -> StoreResult<Option<Acti
     Ok(with_conn!(conn, c => dsl::stripe_actions
         .filter(dsl::idempotency_key.eq(key))
         .select(ActionRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 

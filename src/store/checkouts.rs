@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::prepared::Fixed;
 use super::schema::checkout_transitions::{self, dsl as tdsl};
 use super::schema::checkouts::{self, dsl};
 use super::{Conn, StoreError, StoreResult};
@@ -123,14 +124,14 @@ pub fn find_checkout_by_intent(
         };
     }
     Ok(match conn {
-        Conn::Sqlite(c) => query!().first(&mut **c).optional()?,
-        Conn::Postgres(c) => query!().for_update().first(&mut **c).optional()?,
+        Conn::Sqlite(c) => query!().get_result(&mut **c).optional()?,
+        Conn::Postgres(c) => query!().for_update().get_result(&mut **c).optional()?,
     })
 }
 
 pub fn find_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<CheckoutRow>> {
     Ok(
-        with_conn!(conn, c => dsl::checkouts.find(id).select(CheckoutRow::as_select()).first(c).optional())?,
+        with_conn!(conn, c => dsl::checkouts.find(id).select(CheckoutRow::as_select()).get_result(c).optional())?,
     )
 }
 
@@ -144,8 +145,46 @@ pub fn insert_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<bool> 
     Ok(n == 1)
 }
 
+/// Writes every column a checkout's life changes (identity and `created_at` never change).
+/// Once per applied intent event: a [`Fixed`] statement, prepared once per connection.
 pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
-    with_conn!(conn, c => diesel::update(dsl::checkouts.find(&row.id)).set(row).execute(c))?;
+    struct UpdateCheckout;
+    let statement = Fixed::<UpdateCheckout>::new()
+        .sql("UPDATE checkouts SET customer_id = ")
+        .nullable_big_int(row.customer_id)
+        .sql(", stripe_customer_id = ")
+        .nullable_text(row.stripe_customer_id.as_deref())
+        .sql(", payment_method_id = ")
+        .nullable_text(row.payment_method_id.as_deref())
+        .sql(", amount = ")
+        .nullable_big_int(row.amount)
+        .sql(", currency = ")
+        .nullable_text(row.currency.as_deref())
+        .sql(", setup_future_usage = ")
+        .nullable_text(row.setup_future_usage.as_deref())
+        .sql(", state = ")
+        .text(&row.state)
+        .sql(", state_event_id = ")
+        .nullable_text(row.state_event_id.as_deref())
+        .sql(", state_event_created = ")
+        .big_int(row.state_event_created)
+        .sql(", last_error_code = ")
+        .nullable_text(row.last_error_code.as_deref())
+        .sql(", decline_code = ")
+        .nullable_text(row.decline_code.as_deref())
+        .sql(", last_error_message = ")
+        .nullable_text(row.last_error_message.as_deref())
+        .sql(", updated_at = ")
+        .big_int(row.updated_at)
+        .sql(", card_status = ")
+        .nullable_text(row.card_status.as_deref())
+        .sql(", card_error_code = ")
+        .nullable_text(row.card_error_code.as_deref())
+        .sql(", card_error = ")
+        .nullable_text(row.card_error.as_deref())
+        .sql(" WHERE id = ")
+        .text(&row.id);
+    with_conn!(conn, c => statement.execute(c))?;
     Ok(())
 }
 

@@ -31,7 +31,7 @@ pub struct NewCustomer<'a> {
 
 pub fn find_customer(conn: &mut Conn, id: i64) -> StoreResult<Option<CustomerRow>> {
     Ok(
-        with_conn!(conn, c => dsl::customers.find(id).select(CustomerRow::as_select()).first(c).optional())?,
+        with_conn!(conn, c => dsl::customers.find(id).select(CustomerRow::as_select()).get_result(c).optional())?,
     )
 }
 
@@ -42,7 +42,7 @@ pub fn find_customer_by_stripe_id(
     Ok(with_conn!(conn, c => dsl::customers
         .filter(dsl::stripe_customer_id.eq(stripe_id))
         .select(CustomerRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 
@@ -53,7 +53,7 @@ pub fn find_customer_by_ref(
     Ok(with_conn!(conn, c => dsl::customers
         .filter(dsl::customer_ref.eq(customer_ref))
         .select(CustomerRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 
@@ -62,7 +62,7 @@ pub fn find_customer_by_email(conn: &mut Conn, email: &str) -> StoreResult<Optio
         .filter(dsl::email.eq(email))
         .order(dsl::id.asc())
         .select(CustomerRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 

@@ -2,6 +2,7 @@
 
 use diesel::prelude::*;
 
+use super::prepared::Fixed;
 use super::schema::webhook_events::{self, dsl};
 use super::{Conn, StoreResult};
 use crate::with_conn;
@@ -133,14 +134,20 @@ pub fn finish_event(
     error: Option<&str>,
     now: i64,
 ) -> StoreResult<()> {
-    with_conn!(conn, c => diesel::update(dsl::webhook_events.find(id))
-        .set((
-            dsl::status.eq(status.as_str()),
-            dsl::attempts.eq(attempts),
-            dsl::last_error.eq(error),
-            dsl::processed_at.eq(now),
-        ))
-        .execute(c))?;
+    // Once per event: a Fixed statement, prepared once per connection.
+    struct FinishEvent;
+    let statement = Fixed::<FinishEvent>::new()
+        .sql("UPDATE webhook_events SET status = ")
+        .text(status.as_str())
+        .sql(", attempts = ")
+        .integer(attempts)
+        .sql(", last_error = ")
+        .nullable_text(error)
+        .sql(", processed_at = ")
+        .big_int(now)
+        .sql(" WHERE id = ")
+        .text(id);
+    with_conn!(conn, c => statement.execute(c))?;
     Ok(())
 }
 
@@ -175,7 +182,7 @@ pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>
     Ok(with_conn!(conn, c => dsl::webhook_events
         .find(id)
         .select(WebhookEvent::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 

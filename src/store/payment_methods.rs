@@ -93,7 +93,7 @@ pub fn find_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<Paym
     Ok(with_conn!(conn, c => dsl::payment_methods
         .find(id)
         .select(PaymentMethodRow::as_select())
-        .first(c)
+        .get_result(c)
         .optional())?)
 }
 
@@ -107,8 +107,8 @@ pub fn lock_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<Paym
         };
     }
     Ok(match conn {
-        Conn::Sqlite(c) => query!().first(&mut **c).optional()?,
-        Conn::Postgres(c) => query!().for_update().first(&mut **c).optional()?,
+        Conn::Sqlite(c) => query!().get_result(&mut **c).optional()?,
+        Conn::Postgres(c) => query!().for_update().get_result(&mut **c).optional()?,
     })
 }
 

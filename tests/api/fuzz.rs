@@ -13,11 +13,11 @@ use payhook::event::parse_envelope;
 use payhook::processor::process_batch;
 use payhook::signature::{header_for, parse_header, verify};
 use payhook::store::checkouts::find_checkout_by_intent;
-use payhook::store::events::{insert_event, NewWebhookEvent};
+use payhook::store::events::insert_event;
 use payhook::store::{DatabaseUrl, Pool, PoolOptions};
 use serde_json::{json, Value};
 
-use crate::helpers::{bytes, intent_event};
+use crate::helpers::{bytes, intent_event, stored_event};
 
 /// Header-shaped strings: the pieces a parser cares about, glued in any order.
 fn header_like() -> impl Strategy<Value = String> {
@@ -153,19 +153,7 @@ const INTENT_TYPES: [(&str, CheckoutState); 6] = [
 /// Stores `body` as admission does, then runs one processor batch (so events apply in
 /// delivery order, not in the processor's `created` order).
 fn deliver_and_apply(pool: &Pool, config: &ProcessorConfig, body: &[u8]) {
-    let envelope = parse_envelope(body).expect("envelope");
-    let event = NewWebhookEvent {
-        id: envelope.id.into_string(),
-        event_type: envelope.event_type,
-        api_version: envelope.api_version,
-        created: envelope.created.unwrap_or(0),
-        livemode: envelope.livemode,
-        account: envelope.account,
-        object_id: envelope.object_id,
-        object_type: envelope.object_type,
-        payload: String::from_utf8(body.to_vec()).expect("UTF-8"),
-        received_at: 0,
-    };
+    let event = stored_event(body);
     let mut conn = pool.get().expect("connection");
     insert_event(&mut conn, &event).expect("insert");
     drop(conn);

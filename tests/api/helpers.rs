@@ -375,6 +375,23 @@ impl TestApp {
     }
 }
 
+/// The row admission would store for `body` (a verified delivery), received at time 0.
+pub fn stored_event(body: &[u8]) -> payhook::store::events::NewWebhookEvent {
+    let envelope = payhook::event::parse_envelope(body).expect("envelope");
+    payhook::store::events::NewWebhookEvent {
+        id: envelope.id.into_string(),
+        event_type: envelope.event_type,
+        api_version: envelope.api_version,
+        created: envelope.created.unwrap_or(0),
+        livemode: envelope.livemode,
+        account: envelope.account,
+        object_id: envelope.object_id,
+        object_type: envelope.object_type,
+        payload: String::from_utf8(body.to_vec()).expect("UTF-8"),
+        received_at: 0,
+    }
+}
+
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }

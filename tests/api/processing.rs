@@ -9,7 +9,7 @@ use payhook::store::{Pool, PoolOptions, StoreResult};
 use payhook::with_conn;
 
 use crate::helpers::{both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp};
-use crate::helpers::{postgres_available_or_skip, TestDatabase};
+use crate::helpers::{postgres_available_or_skip, stored_event, TestDatabase};
 
 async fn wait_for(
     app: &TestApp,
@@ -189,4 +189,113 @@ async fn a_deadlock_victim_is_contention_not_a_failed_try() {
     .await
     .unwrap();
     drop(db);
+}
+
+/// A batch that yields after each event (as it does while admission waits for the SQLite
+/// write lock) leaves the rest of its claim pending, and the next batches pick it up: every
+/// event ends applied exactly once, in each intent's Stripe order.
+async fn a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next(backend: Backend) {
+    use payhook::config::ProcessorConfig;
+    use payhook::processor::process_up_to;
+    use payhook::store::checkouts::{find_checkout_by_intent, list_transitions};
+    use payhook::store::events::insert_event;
+
+    // The pool alone, without the app, so no other processor takes part.
+    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
+        .await
+        .expect("database");
+    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
+    pool.migrate().expect("migrate");
+    const INTENTS: usize = 5;
+    let types = [
+        "payment_intent.created",
+        "payment_intent.processing",
+        "payment_intent.succeeded",
+    ];
+    {
+        let mut conn = pool.get().expect("connection");
+        for intent in 0..INTENTS {
+            for (n, event_type) in types.into_iter().enumerate() {
+                let event = intent_event(
+                    &format!("evt_cut_{intent}_{n}"),
+                    event_type,
+                    &format!("pi_cut_{intent}"),
+                    100 + n as i64,
+                );
+                insert_event(&mut conn, &stored_event(&bytes(&event))).expect("insert");
+            }
+        }
+    }
+    let expected = INTENTS * types.len();
+    let config = ProcessorConfig::default();
+    let mut applied = 0;
+    for batch in 1..=expected {
+        let p = pool.clone();
+        let report = tokio::task::spawn_blocking(move || process_up_to(&p, &config, 500, || true))
+            .await
+            .expect("batch")
+            .expect("batch ran");
+        assert_eq!(report.done(), 1, "one event per batch when always yielding");
+        assert_eq!(
+            report.yielded,
+            batch < expected,
+            "batch {batch}: {report:?}"
+        );
+        applied += report.processed;
+    }
+    assert_eq!(applied, expected);
+    let mut conn = pool.get().expect("connection");
+    for intent in 0..INTENTS {
+        let checkout = find_checkout_by_intent(&mut conn, &format!("pi_cut_{intent}"))
+            .expect("query")
+            .expect("checkout");
+        assert_eq!(checkout.state, "succeeded");
+        let trail: Vec<_> = list_transitions(&mut conn, &checkout.id)
+            .expect("query")
+            .into_iter()
+            .map(|t| (t.to_state, t.outcome))
+            .collect();
+        let applied_in_order: Vec<_> = ["pending", "processing", "succeeded"]
+            .into_iter()
+            .map(|s| (s.to_owned(), "applied".to_owned()))
+            .collect();
+        assert_eq!(trail, applied_in_order, "once each, in Stripe order");
+    }
+}
+both_backends!(a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next);
+
+/// The signal the processor yields on: true exactly while another writer of this process
+/// waits for the SQLite write lock.
+#[tokio::test]
+async fn writers_waiting_reports_a_writer_queued_behind_the_lock() {
+    let db = TestDatabase::create(Backend::Sqlite);
+    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
+    pool.migrate().expect("migrate");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered, in_lock) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            pool.write(|_| -> StoreResult<()> {
+                entered.send(()).expect("signal");
+                held.recv().expect("release");
+                Ok(())
+            })
+        })
+    };
+    in_lock.recv().expect("holder has the lock");
+    assert!(!pool.writers_waiting(), "nobody waits yet");
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.write(|_| -> StoreResult<()> { Ok(()) }))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pool.writers_waiting() {
+        assert!(Instant::now() < deadline, "the waiter never showed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    release.send(()).expect("release");
+    holder.join().expect("holder").expect("holder wrote");
+    waiter.join().expect("waiter").expect("waiter wrote");
+    assert!(!pool.writers_waiting(), "nobody waits any more");
 }
