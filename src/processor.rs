@@ -120,7 +120,13 @@ pub fn process_up_to(
             claimed: due.len(),
             ..BatchReport::default()
         };
-        for event in &due {
+        for (n, claimed) in due.iter().enumerate() {
+            // Read whole (payload included) one at a time; see `ClaimedEvent`. The claim
+            // holds the row for this transaction, so it is there.
+            let event = events::find_event(conn, &claimed.id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("claimed event {} vanished", claimed.id))
+            })?;
+            let event = &event;
             let attempts = event.attempts + 1;
             match conn.savepoint(|conn| apply_event(conn, event, now / 1000)) {
                 Ok(Applied::Processed) => {
@@ -163,7 +169,7 @@ pub fn process_up_to(
                 }
                 Err(e) => record_failure(conn, config, event, attempts, &e, now, &mut report)?,
             }
-            if report.done() < due.len() && yield_now() {
+            if n + 1 < due.len() && yield_now() {
                 report.yielded = true;
                 break;
             }
