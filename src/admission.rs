@@ -159,9 +159,11 @@ fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreE
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by(|&a, &b| batch[a].event.id.cmp(&batch[b].event.id));
     pool.write(|conn| {
+        let sorted: Vec<_> = order.iter().map(|&i| &batch[i].event).collect();
+        let stored = events::insert_events(conn, &sorted)?;
         let mut outcomes = vec![Admission::Duplicate; batch.len()];
-        for i in order {
-            if events::insert_event(conn, &batch[i].event)? {
+        for (&i, stored) in order.iter().zip(stored) {
+            if stored {
                 outcomes[i] = Admission::Stored;
             }
         }

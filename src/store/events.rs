@@ -100,6 +100,35 @@ pub fn insert_event(conn: &mut Conn, event: &NewWebhookEvent) -> StoreResult<boo
     Ok(inserted == 1)
 }
 
+/// Inserts each event unless its id is stored already; returns, per event, whether this
+/// call stored it (of two events with one id in `events`, only the first).
+///
+/// PostgreSQL gets one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`: one round
+/// trip per admission batch instead of one per event. SQLite runs in-process, where a cached
+/// one-row statement per event costs less than preparing a new multi-row one per batch.
+pub fn insert_events(conn: &mut Conn, events: &[&NewWebhookEvent]) -> StoreResult<Vec<bool>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored: std::collections::HashSet<String> = match conn {
+        Conn::Sqlite(_) => {
+            return events.iter().map(|e| insert_event(conn, e)).collect();
+        }
+        Conn::Postgres(c) => diesel::insert_into(webhook_events::table)
+            .values(events.to_vec())
+            .on_conflict_do_nothing()
+            .returning(dsl::id)
+            .get_results::<String>(&mut **c)?
+            .into_iter()
+            .collect(),
+    };
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    Ok(events
+        .iter()
+        .map(|e| stored.contains(&e.id) && seen.insert(e.id.as_str()))
+        .collect())
+}
+
 /// A claimed event: what orders it, not its payload. The processor reads each event whole
 /// only when it applies it, so a claim's memory does not grow with payload sizes (a claim
 /// of 500 events of 100 KB each held 50 MB at once).

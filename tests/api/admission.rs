@@ -184,3 +184,38 @@ async fn health_and_readiness_answer(backend: Backend) {
     assert_eq!(ready["database"], backend.name());
 }
 both_backends!(health_and_readiness_answer);
+
+/// One admission batch may hold the same event twice (Stripe retried while the first
+/// delivery waited) and events stored before: each is stored once, and only the first of a
+/// pair counts as new. On PostgreSQL this is one multi-row statement.
+async fn a_batch_stores_each_new_id_once_and_reports_which_were_new(backend: Backend) {
+    use payhook::store::events::{find_event, insert_event, insert_events};
+    use payhook::store::{Pool, PoolOptions};
+
+    use crate::helpers::{stored_event, TestDatabase};
+
+    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
+        .await
+        .expect("database");
+    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
+    pool.migrate().expect("migrate");
+    let event = |id: &str| {
+        stored_event(&bytes(&intent_event(
+            id,
+            "payment_intent.created",
+            &format!("pi_{id}"),
+            10,
+        )))
+    };
+    let (a, b, old) = (event("evt_a"), event("evt_b"), event("evt_old"));
+    let mut conn = pool.get().expect("connection");
+    assert!(insert_event(&mut conn, &old).expect("insert"));
+    let batch = [&a, &b, &a, &old];
+    let stored = insert_events(&mut conn, &batch).expect("batch");
+    assert_eq!(stored, [true, true, false, false]);
+    assert!(insert_events(&mut conn, &[]).expect("empty").is_empty());
+    for id in ["evt_a", "evt_b", "evt_old"] {
+        assert!(find_event(&mut conn, id).expect("query").is_some(), "{id}");
+    }
+}
+both_backends!(a_batch_stores_each_new_id_once_and_reports_which_were_new);
