@@ -240,8 +240,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub secret: String,
     handle: ServerHandle,
-    // Last: dropped after the server is told to stop.
-    _db: TestDatabase,
+    // Last: dropped after the server is told to stop. `None` when the test owns the database
+    // (see [`spawn_app_with_url`]).
+    _db: Option<TestDatabase>,
 }
 
 impl Drop for TestApp {
@@ -276,7 +277,22 @@ pub async fn spawn_app_on(backend: Backend, customize: impl FnOnce(&mut Config))
     let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
         .await
         .expect("creating the test database");
-    let mut config = test_config(db.url());
+    start_app(db.url(), Some(db), customize).await
+}
+
+/// Starts payhook on the database at `url`, which the test provides and outlives the app (a
+/// private PostgreSQL server it stops and starts, say). Otherwise as [`spawn_app_on`].
+pub async fn spawn_app_with_url(url: DatabaseUrl, customize: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
+    start_app(url, None, customize).await
+}
+
+async fn start_app(
+    url: DatabaseUrl,
+    db: Option<TestDatabase>,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config(url);
     customize(&mut config);
     let secret = config
         .webhook_secrets

@@ -9,6 +9,7 @@ mod fake_stripe;
 mod fuzz;
 mod helpers;
 mod ordering;
+mod pg_outage;
 mod processing;
 mod real_events;
 mod replay;
