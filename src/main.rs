@@ -89,6 +89,10 @@ struct ServeArgs {
     /// How often the processor looks for due retries, in milliseconds.
     #[arg(long, env = "PROCESS_POLL_MS", default_value_t = 1000)]
     process_poll_ms: u64,
+    /// Longest a processing transaction runs before it commits, in milliseconds. Deliveries
+    /// of an event the transaction has updated wait for it on PostgreSQL.
+    #[arg(long, env = "PROCESS_MAX_TXN_MS", default_value_t = 20)]
+    process_max_txn_ms: u64,
     /// Nice value of the processor thread, 0 (same as the HTTP workers) to 19: when the CPU
     /// is short, acknowledging deliveries goes first and applying them catches up after.
     #[arg(long, env = "PROCESS_NICE", default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19))]
@@ -186,6 +190,7 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
         poll_interval: Duration::from_millis(args.process_poll_ms.max(10)),
         checkout_expiry: Duration::from_secs(args.checkout_expiry_mins * 60),
         nice: args.process_nice,
+        max_transaction: Duration::from_millis(args.process_max_txn_ms.max(1)),
         ..ProcessorConfig::default()
     };
     config.actions = ActionConfig {
