@@ -117,6 +117,8 @@ pub struct ProcessorConfig {
     /// A checkout that has not moved for this long (and can expire) becomes `expired`.
     pub checkout_expiry: Duration,
     pub sweep_interval: Duration,
+    /// Processor threads; more than one only pays on PostgreSQL.
+    pub workers: usize,
     /// Longest a processing transaction runs before it commits (after the current event).
     pub max_transaction: Duration,
     /// Nice value of the processor's thread (0 to 19): when the CPU is short, acknowledging
@@ -134,6 +136,7 @@ impl Default for ProcessorConfig {
             poll_interval: Duration::from_secs(1),
             checkout_expiry: Duration::from_secs(60 * 60),
             sweep_interval: Duration::from_secs(30),
+            workers: 1,
             max_transaction: Duration::from_millis(20),
             nice: 19,
         }

@@ -128,22 +128,25 @@ impl Application {
         let server = build_server(&config, listener, admitter, pool.clone())?;
 
         let shutdown = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(processor::run(
+        let mut tasks = vec![tokio::spawn(sweeper::run(
+            pool.clone(),
+            config.processor,
+            shutdown.clone(),
+        ))];
+        for n in 0..config.processor.workers.max(1) {
+            let thread = background::BackgroundThread::start(
+                &format!("payhook-process-{n}"),
+                config.processor.nice,
+            )
+            .context("starting a processor thread")?;
+            tasks.push(tokio::spawn(processor::run(
                 pool.clone(),
                 config.processor,
-                background::BackgroundThread::start("payhook-process", config.processor.nice)
-                    .context("starting the processor thread")?,
-                committed,
+                thread,
+                committed.clone(),
                 shutdown.clone(),
-            )),
-            tokio::spawn(sweeper::run(
-                pool.clone(),
-                config.processor,
-                shutdown.clone(),
-            )),
-        ];
-        let mut tasks = tasks;
+            )));
+        }
         if let Some(api) = stripe {
             info!("Stripe side effects go to {}", config.stripe_api_base);
             let ctx = Arc::new(actions::ActionContext::new(

@@ -89,6 +89,10 @@ struct ServeArgs {
     /// How often the processor looks for due retries, in milliseconds.
     #[arg(long, env = "PROCESS_POLL_MS", default_value_t = 1000)]
     process_poll_ms: u64,
+    /// Processor threads (default: 1 on SQLite, which has one writer at a time; 2 on
+    /// PostgreSQL, where a processor spends much of its time waiting for round trips).
+    #[arg(long, env = "PROCESS_WORKERS")]
+    process_workers: Option<usize>,
     /// Longest a processing transaction runs before it commits, in milliseconds. Deliveries
     /// of an event the transaction has updated wait for it on PostgreSQL.
     #[arg(long, env = "PROCESS_MAX_TXN_MS", default_value_t = 20)]
@@ -165,6 +169,10 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
         DatabaseUrl::Sqlite(_) => 1,
         DatabaseUrl::Postgres(_) => 4,
     });
+    let process_workers = args.process_workers.unwrap_or(match url {
+        DatabaseUrl::Sqlite(_) => 1,
+        DatabaseUrl::Postgres(_) => 2,
+    });
     let mut config = Config::new(url, secrets);
     config.bind = args.bind;
     config.tolerance_secs = args.tolerance_secs;
@@ -190,6 +198,7 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
         poll_interval: Duration::from_millis(args.process_poll_ms.max(10)),
         checkout_expiry: Duration::from_secs(args.checkout_expiry_mins * 60),
         nice: args.process_nice,
+        workers: process_workers.max(1),
         max_transaction: Duration::from_millis(args.process_max_txn_ms.max(1)),
         ..ProcessorConfig::default()
     };
