@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The load runs behind BENCHMARKS.md. Each starts a fresh `payhook serve` (release build) on
+# 127.0.0.1, drives it with payhook-load, prints acknowledgements, latency, peak memory,
+# how much was still pending when the load stopped, and how long applying the rest took.
+#
+#   cargo build --release --locked --bins
+#   tests/benches/load-round.sh sqlite   --count 300000 --duration 8 -c 64
+#   tests/benches/load-round.sh postgres --count 300000 --duration 8 -c 64
+#   tests/benches/load-round.sh backlog                  # 100 000 pending, time to apply
+#   SERVER_ENV="PROCESS_NICE=0" tests/benches/load-round.sh sqlite ...   # server settings
+#
+# Needs the sqlite3 CLI; `postgres` needs psql and a server at $PG_ADMIN_URL (trust auth),
+# where it drops and creates the database payhook_bench. Bounded: payhook-load stops at
+# --count or --duration, and waiting for the backlog stops after 120 s.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin="${CARGO_TARGET_DIR:-target}/release"
+port="${PORT:-39000}"
+work="${WORK_DIR:-/tmp/payhook-bench}"
+pg_admin="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export STRIPE_WEBHOOK_SECRET=whsec_bench_secret
+mode="${1:?sqlite | postgres | backlog}"
+shift
+
+serve() { # $1: DATABASE_URL
+  # shellcheck disable=SC2086  # SERVER_ENV is a list of NAME=value words
+  env ${SERVER_ENV:-} DATABASE_URL="$1" BIND="127.0.0.1:$port" RUST_LOG=warn \
+    "$bin/payhook" serve >"$work/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 2000); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0
+    kill -0 "$server" 2>/dev/null || { cat "$work/server.log"; exit 1; }
+    sleep 0.002
+  done
+  echo "not ready after 4 s"; exit 1
+}
+stop() { kill "$server"; wait "$server" || true; }
+peak_memory() { grep VmHWM "/proc/$server/status" | tr -s ' \t' ' '; }
+load() { "$bin/payhook-load" --url "http://127.0.0.1:$port/webhooks/stripe" "$@" | tail -4; }
+wait_applied() { # $1: command printing the pending count
+  local t0 n
+  t0=$(date +%s%N)
+  for _ in $(seq 1 1200); do
+    n=$($1)
+    [ "$n" = 0 ] && break
+    sleep 0.1
+  done
+  echo "applied the rest in $(( ($(date +%s%N) - t0) / 1000000 )) ms (pending now: $n)"
+}
+
+rm -rf "$work"; mkdir -p "$work"
+case "$mode" in
+  sqlite)
+    db="$work/payhook.sqlite3"
+    serve "$db"
+    load "$@"
+    echo "$(peak_memory) at the end of the load"
+    pending() { sqlite3 "$db" "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+    echo "pending when the load stopped: $(pending)"
+    wait_applied pending
+    echo "$(peak_memory) after applying"
+    stop
+    ;;
+  postgres)
+    psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS payhook_bench WITH (FORCE)" \
+      -c "CREATE DATABASE payhook_bench" 2>&1 | grep -v NOTICE || true
+    url="${pg_admin%/*}/payhook_bench"
+    serve "$url"
+    load "$@"
+    echo "$(peak_memory) at the end of the load"
+    pending() { psql -At "$url" -c "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+    echo "pending when the load stopped: $(pending)"
+    wait_applied pending
+    stop
+    ;;
+  backlog)
+    db="$work/payhook.sqlite3"
+    pending() { sqlite3 "$db" "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+    serve "$db"
+    load --count 105300 --duration 60 -c 64 --dup 0.05 >/dev/null
+    wait_applied pending >/dev/null
+    stop
+    # Every event pending again, derived state gone: the state of a payhook that admitted
+    # 100 000 events and applied none.
+    sqlite3 "$db" "UPDATE webhook_events SET status = 'pending', attempts = 0, processed_at = NULL,
+      last_error = NULL, next_attempt_at_ms = 0; DELETE FROM checkout_transitions;
+      DELETE FROM stripe_actions; DELETE FROM checkouts; DELETE FROM payment_methods;
+      DELETE FROM customers; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+    echo "pending before start: $(pending)"
+    sync
+    t0=$(date +%s%N)
+    serve "$db"
+    echo "ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    wait_applied pending
+    echo "(the time above starts when payhook is ready; add the start-up for the whole)"
+    echo "$(peak_memory)"
+    stop
+    ;;
+  *) echo "unknown mode $mode: sqlite | postgres | backlog"; exit 2 ;;
+esac
