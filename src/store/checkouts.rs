@@ -9,14 +9,10 @@ use super::{Conn, StoreError, StoreResult};
 use crate::checkout::{CheckoutState, Current};
 use crate::with_conn;
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
-// None as NULL in inserts too (fixed SQL, a cached prepared statement); nullable columns
-// default to NULL anyway.
-#[diesel(
-    table_name = checkouts,
-    treat_none_as_null = true,
-    treat_none_as_default_value = false
-)]
+// None as NULL in inserts (fixed SQL, a cached prepared statement); nullable columns
+// default to NULL anyway. Updates go through `update_checkout`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = checkouts, treat_none_as_default_value = false)]
 pub struct CheckoutRow {
     pub id: String,
     pub kind: String,

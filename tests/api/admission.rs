@@ -190,15 +190,10 @@ both_backends!(health_and_readiness_answer);
 /// pair counts as new. On PostgreSQL this is one multi-row statement.
 async fn a_batch_stores_each_new_id_once_and_reports_which_were_new(backend: Backend) {
     use payhook::store::events::{find_event, insert_event, insert_events};
-    use payhook::store::{Pool, PoolOptions};
 
-    use crate::helpers::{stored_event, TestDatabase};
+    use crate::helpers::{fresh_pool, stored_event};
 
-    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
-        .await
-        .expect("database");
-    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
-    pool.migrate().expect("migrate");
+    let (_db, pool) = fresh_pool(backend).await;
     let event = |id: &str| {
         stored_event(&bytes(&intent_event(
             id,

@@ -391,6 +391,18 @@ impl TestApp {
     }
 }
 
+/// A fresh, migrated database and a pool on it, without the app (so no processor of its
+/// own takes part). Keep the `TestDatabase`: dropping it removes the database.
+pub async fn fresh_pool(backend: Backend) -> (TestDatabase, payhook::store::Pool) {
+    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
+        .await
+        .expect("creating the test database");
+    let pool = payhook::store::Pool::connect(&db.url(), payhook::store::PoolOptions::default())
+        .expect("pool");
+    pool.migrate().expect("migrate");
+    (db, pool)
+}
+
 /// The row admission would store for `body` (a verified delivery), received at time 0.
 pub fn stored_event(body: &[u8]) -> payhook::store::events::NewWebhookEvent {
     let envelope = payhook::event::parse_envelope(body).expect("envelope");

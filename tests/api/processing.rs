@@ -9,7 +9,7 @@ use payhook::store::{Pool, PoolOptions, StoreResult};
 use payhook::with_conn;
 
 use crate::helpers::{both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp};
-use crate::helpers::{postgres_available_or_skip, stored_event, TestDatabase};
+use crate::helpers::{fresh_pool, postgres_available_or_skip, stored_event, TestDatabase};
 
 async fn wait_for(
     app: &TestApp,
@@ -200,12 +200,7 @@ async fn a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next(backe
     use payhook::store::checkouts::{find_checkout_by_intent, list_transitions};
     use payhook::store::events::insert_event;
 
-    // The pool alone, without the app, so no other processor takes part.
-    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
-        .await
-        .expect("database");
-    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
-    pool.migrate().expect("migrate");
+    let (_db, pool) = fresh_pool(backend).await;
     const INTENTS: usize = 5;
     let types = [
         "payment_intent.created",
@@ -268,9 +263,7 @@ both_backends!(a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next
 /// waits for the SQLite write lock.
 #[tokio::test]
 async fn writers_waiting_reports_a_writer_queued_behind_the_lock() {
-    let db = TestDatabase::create(Backend::Sqlite);
-    let pool = Pool::connect(&db.url(), PoolOptions::default()).expect("pool");
-    pool.migrate().expect("migrate");
+    let (_db, pool) = fresh_pool(Backend::Sqlite).await;
     let (release, held) = std::sync::mpsc::channel::<()>();
     let (entered, in_lock) = std::sync::mpsc::channel::<()>();
     let holder = {

@@ -211,3 +211,74 @@ async fn the_schema_module_matches_the_migrations(backend: Backend) {
     drop(db);
 }
 both_backends!(the_schema_module_matches_the_migrations);
+
+/// `update_checkout` names its columns by hand (a statement prepared once); a column it
+/// forgot would silently keep its old value. Every field but the identity and `created_at`
+/// changes here, and the row read back must equal the row written.
+async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
+    use payhook::store::checkouts::{find_checkout, insert_checkout, update_checkout, CheckoutRow};
+
+    let (_db, pool) = crate::helpers::fresh_pool(backend).await;
+    let mut conn = pool.get().expect("connection");
+    let original = CheckoutRow {
+        id: "chk_update".into(),
+        kind: "payment_intent".into(),
+        intent_id: "pi_update".into(),
+        customer_id: None,
+        stripe_customer_id: None,
+        payment_method_id: None,
+        amount: None,
+        currency: None,
+        setup_future_usage: None,
+        state: "pending".into(),
+        state_event_id: None,
+        state_event_created: 1,
+        last_error_code: None,
+        decline_code: None,
+        last_error_message: None,
+        created_at: 10,
+        updated_at: 10,
+        card_status: None,
+        card_error_code: None,
+        card_error: None,
+    };
+    assert!(insert_checkout(&mut conn, &original).expect("insert"));
+    use payhook::store::customers::{find_customer_by_ref, insert_customer, NewCustomer};
+    let customer = NewCustomer {
+        customer_ref: Some("u_update"),
+        email: None,
+        stripe_customer_id: None,
+        created_at: 1,
+        updated_at: 1,
+    };
+    insert_customer(&mut conn, &customer).expect("customer");
+    let customer_id = find_customer_by_ref(&mut conn, "u_update")
+        .expect("query")
+        .expect("customer")
+        .id;
+    let changed = CheckoutRow {
+        customer_id: Some(customer_id),
+        stripe_customer_id: Some("cus_update".into()),
+        payment_method_id: Some("pm_update".into()),
+        amount: Some(4200),
+        currency: Some("eur".into()),
+        setup_future_usage: Some("off_session".into()),
+        state: "failed".into(),
+        state_event_id: Some("evt_update".into()),
+        state_event_created: 2,
+        last_error_code: Some("card_declined".into()),
+        decline_code: Some("insufficient_funds".into()),
+        last_error_message: Some("Your card has insufficient funds.".into()),
+        updated_at: 20,
+        card_status: Some("failed".into()),
+        card_error_code: Some("card_declined".into()),
+        card_error: Some("declined".into()),
+        ..original.clone()
+    };
+    update_checkout(&mut conn, &changed).expect("update");
+    let stored = find_checkout(&mut conn, "chk_update")
+        .expect("query")
+        .expect("row");
+    assert_eq!(stored, changed);
+}
+both_backends!(updating_a_checkout_writes_every_changing_column);
