@@ -181,6 +181,43 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
     }
 }
 
+/// Reports the pool's failed connection attempts at WARN, at most once per
+/// [`PoolErrors::EVERY`] with how many were folded into that line.
+///
+/// r2d2's default handler logs every failed attempt at ERROR: while PostgreSQL is down that
+/// is several lines a second per pool, which buries the one line that matters (and pages
+/// whoever alerts on ERROR for an outage the service already survives: deliveries get 503
+/// and are retried by Stripe, and the pool reconnects by itself).
+#[derive(Debug, Default)]
+struct PoolErrors {
+    last_logged: Mutex<Option<std::time::Instant>>,
+    folded: AtomicUsize,
+}
+
+impl PoolErrors {
+    const EVERY: Duration = Duration::from_secs(10);
+}
+
+impl<E: std::fmt::Display> diesel::r2d2::HandleError<E> for PoolErrors {
+    fn handle_error(&self, error: E) {
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < Self::EVERY) {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        let folded = self.folded.swap(0, Ordering::Relaxed);
+        log::warn!(
+            "database connection failed (retrying in the background; {folded} more failures \
+             since the last report): {error}"
+        );
+    }
+}
+
 /// A pool of connections to whichever backend `DATABASE_URL` named.
 #[derive(Clone)]
 pub enum Pool {
@@ -263,6 +300,7 @@ impl Pool {
                     .connection_customizer(Box::new(SqliteSetup {
                         durability: options.durability,
                     }))
+                    .error_handler(Box::new(PoolErrors::default()))
                     .build(manager)?;
                 Ok(Self::Sqlite(pool, WriteGate::default()))
             }
@@ -271,6 +309,7 @@ impl Pool {
                 let pool = diesel::r2d2::Pool::builder()
                     .max_size(options.max_size)
                     .connection_timeout(options.connect_timeout)
+                    .error_handler(Box::new(PoolErrors::default()))
                     .build(manager)?;
                 Ok(Self::Postgres(pool))
             }
@@ -510,6 +549,25 @@ mod tests {
             DatabaseUrl::parse("/tmp/x.db"),
             DatabaseUrl::Sqlite("/tmp/x.db".into())
         );
+    }
+
+    #[test]
+    fn pool_errors_are_reported_once_per_interval_and_counted_between() {
+        use diesel::r2d2::HandleError;
+        let errors = PoolErrors::default();
+        for _ in 0..5 {
+            errors.handle_error("connection refused");
+        }
+        assert_eq!(
+            errors.folded.load(Ordering::Relaxed),
+            4,
+            "one reported, four folded"
+        );
+        // Once the interval has passed the next failure is reported, with the count.
+        *errors.last_logged.lock().expect("lock") =
+            std::time::Instant::now().checked_sub(PoolErrors::EVERY);
+        errors.handle_error("connection refused");
+        assert_eq!(errors.folded.load(Ordering::Relaxed), 0);
     }
 
     #[test]
