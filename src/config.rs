@@ -68,6 +68,8 @@ pub struct Config {
     pub stripe_api_base: String,
     pub durability: Durability,
     pub pool_size: u32,
+    /// Longest anything waits for a pooled connection before giving up.
+    pub database_wait: Duration,
     pub admission: AdmissionConfig,
     pub processor: ProcessorConfig,
     pub actions: ActionConfig,
@@ -201,6 +203,7 @@ impl Config {
             stripe_api_base: DEFAULT_STRIPE_API_BASE.to_owned(),
             durability: Durability::Full,
             pool_size: 8,
+            database_wait: Duration::from_secs(5),
             admission: AdmissionConfig::default(),
             processor: ProcessorConfig::default(),
             actions: ActionConfig::default(),

@@ -78,7 +78,7 @@ impl Application {
             PoolOptions {
                 max_size: config.pool_size,
                 durability: config.durability,
-                ..PoolOptions::default()
+                connect_timeout: config.database_wait,
             },
         )
         .with_context(|| format!("opening the database at {}", config.database_url))?;

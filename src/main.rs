@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the webhook receiver and its background workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Sign event files with the current time, as Stripe does, and POST them.
@@ -77,6 +77,10 @@ struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pool_size: u32,
+    /// Longest a delivery (or a worker) waits for a database connection, in milliseconds;
+    /// a delivery that gets none is answered 503 and Stripe retries it.
+    #[arg(long, env = "DATABASE_WAIT_MS", default_value_t = 5000)]
+    database_wait_ms: u64,
     /// Tries before a failing event is marked dead.
     #[arg(long, env = "PROCESS_MAX_ATTEMPTS", default_value_t = 8)]
     process_max_attempts: i32,
@@ -184,6 +188,7 @@ fn serve_config(url: DatabaseUrl, args: ServeArgs) -> anyhow::Result<Config> {
     config.stripe_api_base = args.stripe_api_base;
     config.durability = args.sqlite_durability;
     config.pool_size = args.pool_size.max(2);
+    config.database_wait = Duration::from_millis(args.database_wait_ms.max(100));
     config.http_workers = args.http_workers;
     config.admission = AdmissionConfig {
         max_batch: args.admit_max_batch.max(1),
@@ -234,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = database_url(&cli);
     match cli.command {
         Command::Serve(args) => {
-            let config = serve_config(url, args)?;
+            let config = serve_config(url, *args)?;
             Application::build(config)
                 .await?
                 .run_until_stopped()

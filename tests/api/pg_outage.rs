@@ -374,7 +374,11 @@ async fn a_stopped_postgres_gets_503_never_2xx_and_service_recovers_by_itself() 
     })
     .await
     .expect("creating the database");
-    let app = spawn_app_with_url(DatabaseUrl::Postgres(url.clone()), |_| {}).await;
+    // DATABASE_WAIT_MS at 1 s (default 5 s): refusals come within about twice that.
+    let app = spawn_app_with_url(DatabaseUrl::Postgres(url.clone()), |c| {
+        c.database_wait = Duration::from_secs(1);
+    })
+    .await;
     for n in 0..BEFORE {
         app.deliver(&body(n)).await;
     }
