@@ -460,35 +460,25 @@ impl Conn {
         struct Savepoint;
         struct Release;
         struct RollbackTo;
-        use diesel::RunQueryDsl;
-        let Self::Sqlite(c) = self else {
+        const RELEASE: &str = "RELEASE payhook_step";
+        fn run<K: 'static>(conn: &mut Conn, sql: &'static str) -> diesel::QueryResult<usize> {
+            use diesel::RunQueryDsl;
+            with_conn!(conn, c => prepared::Fixed::<K>::new().sql(sql).execute(c))
+        }
+        if self.is_postgres() {
             return self.transaction(f);
-        };
-        prepared::Fixed::<Savepoint>::new()
-            .sql("SAVEPOINT payhook_step")
-            .execute(&mut **c)?;
+        }
+        run::<Savepoint>(self, "SAVEPOINT payhook_step")?;
         match f(self) {
             Ok(value) => {
-                let Self::Sqlite(c) = self else {
-                    unreachable!("a connection keeps its backend")
-                };
-                prepared::Fixed::<Release>::new()
-                    .sql("RELEASE payhook_step")
-                    .execute(&mut **c)?;
+                run::<Release>(self, RELEASE)?;
                 Ok(value)
             }
             Err(err) => {
-                let Self::Sqlite(c) = self else {
-                    unreachable!("a connection keeps its backend")
-                };
                 // As in `transaction`: the original error matters more than a failed undo,
                 // and an undo that failed leaves the outer transaction to fail its commit.
-                let _ = prepared::Fixed::<RollbackTo>::new()
-                    .sql("ROLLBACK TO payhook_step")
-                    .execute(&mut **c);
-                let _ = prepared::Fixed::<Release>::new()
-                    .sql("RELEASE payhook_step")
-                    .execute(&mut **c);
+                let _ = run::<RollbackTo>(self, "ROLLBACK TO payhook_step");
+                let _ = run::<Release>(self, RELEASE);
                 Err(err)
             }
         }

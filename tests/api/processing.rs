@@ -292,3 +292,47 @@ async fn writers_waiting_reports_a_writer_queued_behind_the_lock() {
     waiter.join().expect("waiter").expect("waiter wrote");
     assert!(!pool.writers_waiting(), "nobody waits any more");
 }
+
+/// The other reason to commit early: a transaction that has run for `max_transaction` ends
+/// after the event it is on (on PostgreSQL re-deliveries of the events it updated wait for
+/// it), even when no writer is waiting.
+async fn a_batch_past_its_time_budget_commits_and_leaves_the_rest(backend: Backend) {
+    use payhook::config::ProcessorConfig;
+    use payhook::processor::process_up_to;
+    use payhook::store::events::insert_event;
+
+    let (_db, pool) = fresh_pool(backend).await;
+    {
+        let mut conn = pool.get().expect("connection");
+        for n in 0..3 {
+            let event = intent_event(
+                &format!("evt_budget_{n}"),
+                "payment_intent.created",
+                &format!("pi_budget_{n}"),
+                100,
+            );
+            insert_event(&mut conn, &stored_event(&bytes(&event))).expect("insert");
+        }
+    }
+    let config = ProcessorConfig {
+        max_transaction: Duration::ZERO,
+        ..ProcessorConfig::default()
+    };
+    let p = pool.clone();
+    let report = tokio::task::spawn_blocking(move || process_up_to(&p, &config, 500, || false))
+        .await
+        .expect("batch")
+        .expect("batch ran");
+    assert_eq!(
+        (report.claimed, report.done(), report.yielded),
+        (3, 1, true)
+    );
+    let roomy = ProcessorConfig::default();
+    let p = pool.clone();
+    let rest = tokio::task::spawn_blocking(move || process_up_to(&p, &roomy, 500, || false))
+        .await
+        .expect("batch")
+        .expect("batch ran");
+    assert_eq!((rest.claimed, rest.done(), rest.yielded), (2, 2, false));
+}
+both_backends!(a_batch_past_its_time_budget_commits_and_leaves_the_rest);
