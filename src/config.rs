@@ -124,7 +124,7 @@ pub struct ProcessorConfig {
     /// Longest a processing transaction runs before it commits (after the current event).
     pub max_transaction: Duration,
     /// Nice value of the processor's thread (0 to 19): when the CPU is short, acknowledging
-    /// deliveries goes first and applying them catches up after (see [`crate::background`]).
+    /// deliveries goes first and applying them catches up after (see [`crate::inbox::background`]).
     pub nice: i32,
 }
 
@@ -145,7 +145,7 @@ impl Default for ProcessorConfig {
     }
 }
 
-/// The action worker that performs Stripe side effects (see [`crate::actions`]).
+/// The action worker that performs Stripe side effects (see [`crate::outbox::save_card`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ActionConfig {
     /// Stripe requests per second, on average, for the whole process (token bucket). Stripe

@@ -1,20 +1,16 @@
 //! payhook turns Stripe webhooks into trustworthy local state.
 //!
 //! # Layout
-//! - [`signature`]: `Stripe-Signature` parse, verify, sign (pure).
-//! - [`event`]: the envelope and typed views of payloads (pure).
-//! - [`ids`]: Stripe id newtypes, checked at the boundary.
-//! - [`checkout`]: the checkout state machine (pure).
-//! - [`config`]: typed configuration; secrets in redacting wrappers.
-//! - [`store`]: diesel schema, pool for SQLite or PostgreSQL, repositories.
-//! - [`admission`]: group commit of verified events into the inbox.
-//! - [`http`]: actix-web handlers.
+//! - [`domain`]: pure rules (the checkout state machine); no I/O.
+//! - [`stripe`]: the Stripe boundary: ids, signature, envelope, payload views, API client,
+//!   rate limiter.
+//! - [`inbox`]: the way in: admission (group commit), processor, sweeper.
 //! - [`apply`]: one event's effects on checkouts, customers and payment methods.
-//! - [`processor`]: claims inbox rows and applies them, with retries.
-//! - [`actions`]: the outbox worker: performs Stripe side effects with idempotency keys.
-//! - [`stripe_api`]: the few Stripe API calls payhook makes (async-stripe), errors classified.
-//! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
-//! - [`sweeper`]: expires checkouts that never complete.
+//! - [`outbox`]: the way out: side effects performed by a worker with idempotency keys.
+//! - [`http`]: actix-web handlers.
+//! - [`store`]: diesel schema, pool for SQLite or PostgreSQL, repositories.
+//! - [`config`]: typed configuration; secrets in redacting wrappers.
+//! - [`startup`]: [`Application`]: wires everything and runs it.
 //! - [`replay`]: signs and POSTs event files to any endpoint.
 //!
 //! The path of one event: receive → verify → admit (200 after commit) → apply (background)
@@ -23,204 +19,15 @@
 // Unit tests unwrap freely: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod actions;
-pub mod admission;
 pub mod apply;
-pub mod background;
-pub mod checkout;
 pub mod config;
-pub mod event;
+pub mod domain;
 pub mod http;
-pub mod ids;
-pub mod processor;
-pub mod rate_limit;
+pub mod inbox;
+pub mod outbox;
 pub mod replay;
-pub mod signature;
+pub mod startup;
 pub mod store;
-pub mod stripe_api;
-pub mod sweeper;
+pub mod stripe;
 
-use std::net::TcpListener;
-use std::sync::Arc;
-
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
-use anyhow::Context;
-use log::{info, warn};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::admission::{Admitter, Writers};
-use crate::config::Config;
-use crate::store::{Pool, PoolOptions};
-
-/// A running payhook: HTTP server plus background processor and sweeper.
-pub struct Application {
-    port: u16,
-    server: Server,
-    pool: Pool,
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-    writers: Writers,
-}
-
-impl Application {
-    /// Connects to the database, migrates it, starts the workers and binds the listener
-    /// (port 0 picks a free one, as tests do).
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !config.webhook_secrets.is_empty(),
-            config::MISSING_SECRET_HELP
-        );
-        let pool = Pool::connect(
-            &config.database_url,
-            PoolOptions {
-                max_size: config.pool_size,
-                durability: config.durability,
-                connect_timeout: config.database_wait,
-            },
-        )
-        .with_context(|| format!("opening the database at {}", config.database_url))?;
-        let migrated = {
-            let pool = pool.clone();
-            tokio::task::spawn_blocking(move || pool.migrate()).await??
-        };
-        info!(
-            "database {} ready ({migrated} migrations applied)",
-            config.database_url
-        );
-        // Built before anything starts so a malformed key stops start-up, not the worker.
-        let stripe = match &config.stripe_secret_key {
-            Some(key) => Some(
-                stripe_api::StripeApi::with_timeout(
-                    key.expose(),
-                    &config.stripe_api_base,
-                    config.actions.request_timeout,
-                )
-                .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?,
-            ),
-            None => {
-                let pending = {
-                    let pool = pool.clone();
-                    tokio::task::spawn_blocking(move || -> store::StoreResult<i64> {
-                        let mut conn = pool.get()?;
-                        Ok(store::actions::count_actions_by_status(&mut conn)?
-                            .into_iter()
-                            .filter(|(s, _)| s == "pending")
-                            .map(|(_, n)| n)
-                            .sum())
-                    })
-                    .await??
-                };
-                warn!("STRIPE_SECRET_KEY is not set: events are received and applied, but Stripe side effects (saving cards to customers) wait until a key is configured; {pending} actions pending");
-                None
-            }
-        };
-
-        let committed = Arc::new(Notify::new());
-        let (admitter, writers) =
-            Admitter::start(pool.clone(), config.admission, committed.clone())
-                .context("starting the admission writer")?;
-        let listener =
-            TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
-        let port = listener.local_addr()?.port();
-        let server = build_server(&config, listener, admitter, pool.clone())?;
-
-        let shutdown = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(sweeper::run(
-            pool.clone(),
-            config.processor,
-            shutdown.clone(),
-        ))];
-        for n in 0..config.processor.workers.max(1) {
-            let thread = background::BackgroundThread::start(
-                &format!("payhook-process-{n}"),
-                config.processor.nice,
-            )
-            .context("starting a processor thread")?;
-            tasks.push(tokio::spawn(processor::run(
-                pool.clone(),
-                config.processor,
-                thread,
-                committed.clone(),
-                shutdown.clone(),
-            )));
-        }
-        if let Some(api) = stripe {
-            info!("Stripe side effects go to {}", config.stripe_api_base);
-            let ctx = Arc::new(actions::ActionContext::new(
-                pool.clone(),
-                api,
-                config.actions,
-            ));
-            tasks.push(tokio::spawn(actions::run(ctx, shutdown.clone())));
-        }
-        info!(
-            "listening on {}:{port}, webhook endpoint POST /webhooks/stripe",
-            config.bind.ip()
-        );
-        Ok(Self {
-            port,
-            server,
-            pool,
-            shutdown,
-            tasks,
-            writers,
-        })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn pool(&self) -> Pool {
-        self.pool.clone()
-    }
-
-    /// Stops the HTTP server gracefully (in-flight requests finish).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    /// Serves until the server stops (SIGINT/SIGTERM or [`ServerHandle::stop`]), then stops
-    /// the workers and waits for the admission writers to drain.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = self.server.await;
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let writers = self.writers;
-        tokio::task::spawn_blocking(move || writers.join()).await?;
-        info!("payhook stopped");
-        Ok(result?)
-    }
-}
-
-fn build_server(
-    config: &Config,
-    listener: TcpListener,
-    admitter: Admitter,
-    pool: Pool,
-) -> anyhow::Result<Server> {
-    let state = web::Data::new(http::AppState {
-        secrets: Arc::new(config.webhook_secrets.clone()),
-        tolerance_secs: config.tolerance_secs,
-        max_body_bytes: config.max_body_bytes,
-        body_timeout: config.client_request_timeout,
-        admitter,
-        pool,
-    });
-    let mut server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
-            .client_request_timeout(config.client_request_timeout)
-            .client_disconnect_timeout(std::time::Duration::from_secs(2))
-            .keep_alive(std::time::Duration::from_secs(75))
-            .backlog(2048)
-            .shutdown_timeout(10);
-    if config.http_workers > 0 {
-        server = server.workers(config.http_workers);
-    }
-    Ok(server.listen(listener)?.run())
-}
+pub use startup::Application;

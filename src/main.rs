@@ -276,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut conn = pool.get()?;
             let n = store::events::requeue_dead_events(&mut conn)?;
             println!("{n} dead events requeued");
-            let actions = payhook::actions::requeue_failed_actions(&mut conn)?;
+            let actions = payhook::outbox::save_card::requeue_failed_actions(&mut conn)?;
             println!("{actions} failed Stripe actions requeued");
         }
         Command::Stats => {
@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (state, n) in store::checkouts::count_checkouts_by_state(&mut conn)? {
                 println!("checkouts\t{state}\t{n}");
             }
-            for (status, n) in store::actions::count_actions_by_status(&mut conn)? {
+            for (status, n) in store::outbox::count_actions_by_status(&mut conn)? {
                 println!("stripe_actions\t{status}\t{n}");
             }
         }

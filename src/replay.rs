@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::WebhookSecret;
-use crate::signature;
 use crate::store::now_secs;
+use crate::stripe::signature;
 
 /// One delivery's result.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //! A load tool, not a test: it measures, it does not judge. Each connection is a lean
 //! HTTP/1.1 keep-alive client over a tokio `TcpStream` (no TLS, no pooling layer), so the
 //! generator leaves most of the CPU to the server when both share a small machine. Events are
-//! signed exactly as Stripe signs them ([`payhook::signature::header_for`]); a configurable
+//! signed exactly as Stripe signs them ([`payhook::stripe::signature::header_for`]); a configurable
 //! fraction are re-deliveries of an event already sent (same id, freshly signed, as Stripe's
 //! retries are). Only loopback targets are accepted: this tool must never load someone else's
 //! server.
@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use payhook::signature::header_for;
+use payhook::stripe::signature::header_for;
 
 /// Sends signed Stripe events to a payhook (or any webhook endpoint) on 127.0.0.1.
 #[derive(Parser, Debug, Clone)]
@@ -102,7 +102,7 @@ fn parse_target(url: &str) -> anyhow::Result<Target> {
 }
 
 /// The life of an intent, as Stripe narrates it, and the other types a real endpoint sees.
-const INTENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
+const INTENT_TYPES: [&str; 6] = payhook::stripe::payload::PAYMENT_INTENT_EVENT_TYPES;
 
 /// Builds event number `n`: mostly intent events (the mix a checkout endpoint sees), some
 /// payment-method and customer events (the latter are stored and ignored by payhook).
@@ -421,7 +421,8 @@ mod tests {
     fn events_are_valid_envelopes_of_the_requested_size() {
         for n in 0..40 {
             let body = make_event("T", n, 7, 0, 1_700_000_000);
-            let envelope = payhook::event::parse_envelope(body.as_bytes()).expect("envelope");
+            let envelope =
+                payhook::stripe::envelope::parse_envelope(body.as_bytes()).expect("envelope");
             assert_eq!(envelope.id.to_string(), format!("evt_T{n:010}"));
             let padded = make_event("T", n, 7, 10_240, 1_700_000_000);
             assert!(padded.len().abs_diff(10_240) < 64, "{}", padded.len());

@@ -8,8 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::event::EnvelopeError;
-use crate::signature::SignatureError;
+use crate::stripe::envelope::EnvelopeError;
+use crate::stripe::signature::SignatureError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {

@@ -12,8 +12,8 @@ use actix_web::web;
 
 pub use error::WebhookError;
 
-use crate::admission::Admitter;
 use crate::config::WebhookSecret;
+use crate::inbox::admission::Admitter;
 use crate::store::Pool;
 
 /// Shared by every handler.

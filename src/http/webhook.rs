@@ -9,11 +9,11 @@ use futures_util::StreamExt;
 use log::{debug, warn};
 
 use super::{AppState, WebhookError};
-use crate::admission::Admission;
-use crate::event::parse_envelope;
-use crate::signature;
+use crate::inbox::admission::Admission;
 use crate::store::events::NewWebhookEvent;
 use crate::store::now_secs;
+use crate::stripe::envelope::parse_envelope;
+use crate::stripe::signature;
 
 pub async fn receive(
     req: HttpRequest,
@@ -53,7 +53,7 @@ async fn handle(
     // serde_json accepted the body, so it is UTF-8; the check costs little and keeps the
     // stored text exactly the signed bytes.
     let text = std::str::from_utf8(&body)
-        .map_err(|e| crate::event::EnvelopeError::NotJson(e.to_string()))?;
+        .map_err(|e| crate::stripe::envelope::EnvelopeError::NotJson(e.to_string()))?;
     let event_id = envelope.id.to_string();
     let event_type = envelope.event_type.clone();
     let admission = state

@@ -6,7 +6,7 @@ use super::prepared::Fixed;
 use super::schema::checkout_transitions::{self, dsl as tdsl};
 use super::schema::checkouts::{self, dsl};
 use super::{Conn, StoreError, StoreResult};
-use crate::checkout::{CheckoutState, Current};
+use crate::domain::checkout::{CheckoutState, Current};
 use crate::with_conn;
 
 // None as NULL in inserts (fixed SQL, a cached prepared statement); nullable columns

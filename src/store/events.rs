@@ -42,12 +42,12 @@ impl EventStatus {
 }
 
 impl std::str::FromStr for EventStatus {
-    type Err = crate::checkout::UnknownValue;
+    type Err = crate::domain::checkout::UnknownValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| crate::checkout::UnknownValue(s.to_owned()))
+            .ok_or_else(|| crate::domain::checkout::UnknownValue(s.to_owned()))
     }
 }
 

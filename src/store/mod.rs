@@ -14,10 +14,10 @@
 //! calls with `LIMIT ?`, none with the same query unlimited; it was a fifth of the
 //! processor's CPU time. The lookups are by unique keys, so the limit bought nothing.
 
-pub mod actions;
 pub mod checkouts;
 pub mod customers;
 pub mod events;
+pub mod outbox;
 pub mod payment_methods;
 mod prepared;
 pub mod schema;

@@ -1,8 +1,8 @@
 //! The action claim: one customer's actions are leased one at a time, leases expire and
 //! are taken over, and a worker that lost its lease can record nothing.
 
-use payhook::store::actions::*;
 use payhook::store::customers::{self, NewCustomer};
+use payhook::store::outbox::*;
 use payhook::store::{Conn, Pool, PoolOptions, StoreError};
 
 use crate::helpers::{both_backends, Backend, TestDatabase};

@@ -1,5 +1,5 @@
-use payhook::signature::header_for;
 use payhook::store::now_secs;
+use payhook::stripe::signature::header_for;
 use serde_json::json;
 
 use crate::helpers::{both_backends, bytes, fixture, intent_event, spawn_app_on, Backend, SECRET};

@@ -131,7 +131,7 @@ pub fn event_for(event_id: &str, event_type: &str, object: &Value) -> Value {
 use std::time::{Duration, Instant};
 
 use payhook::config::{ApiKey, Config};
-use payhook::store::actions::{self, ActionRow};
+use payhook::store::outbox::{self as actions, ActionRow};
 
 use crate::helpers::{spawn_app_on, Backend, TestApp};
 

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use payhook::checkout::{fold, CheckoutState};
 use payhook::config::{ProcessorConfig, WebhookSecret};
-use payhook::event::parse_envelope;
-use payhook::processor::process_batch;
-use payhook::signature::{header_for, parse_header, verify};
+use payhook::domain::checkout::{fold, CheckoutState};
+use payhook::inbox::processor::process_batch;
 use payhook::store::checkouts::find_checkout_by_intent;
 use payhook::store::events::insert_event;
 use payhook::store::{DatabaseUrl, Pool, PoolOptions};
+use payhook::stripe::envelope::parse_envelope;
+use payhook::stripe::signature::{header_for, parse_header, verify};
 use serde_json::{json, Value};
 
 use crate::helpers::{bytes, intent_event, stored_event};

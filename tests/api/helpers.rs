@@ -39,10 +39,10 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::Connection;
 use payhook::config::{parse_webhook_secrets, Config};
-use payhook::signature;
 use payhook::store::checkouts::{self, CheckoutRow, TransitionRow};
 use payhook::store::events::{self, WebhookEvent};
 use payhook::store::{now_secs, DatabaseUrl, Pool};
+use payhook::stripe::signature;
 use payhook::Application;
 use serde_json::{json, Value};
 
@@ -405,7 +405,7 @@ pub async fn fresh_pool(backend: Backend) -> (TestDatabase, payhook::store::Pool
 
 /// The row admission would store for `body` (a verified delivery), received at time 0.
 pub fn stored_event(body: &[u8]) -> payhook::store::events::NewWebhookEvent {
-    let envelope = payhook::event::parse_envelope(body).expect("envelope");
+    let envelope = payhook::stripe::envelope::parse_envelope(body).expect("envelope");
     payhook::store::events::NewWebhookEvent {
         id: envelope.id.into_string(),
         event_type: envelope.event_type,
@@ -462,8 +462,8 @@ pub fn bytes(value: &Value) -> Vec<u8> {
 }
 
 /// The state an intent event type asks for (a failure taken as a plain decline).
-pub fn target_of(event_type: &str) -> payhook::checkout::CheckoutState {
-    payhook::event::EventKind::from_type(event_type)
+pub fn target_of(event_type: &str) -> payhook::domain::checkout::CheckoutState {
+    payhook::stripe::payload::EventKind::from_type(event_type)
         .and_then(|kind| kind.trigger(false))
         .unwrap_or_else(|| panic!("{event_type} is not an intent event"))
         .target()

@@ -1,11 +1,11 @@
-use payhook::checkout::{self, CheckoutState};
+use payhook::domain::checkout::{self, CheckoutState};
 
 use crate::helpers::{
     both_backends, bytes, fixture, fixture_json, intent_event, spawn_app_on, Backend,
 };
 
-const PAYMENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
-const SETUP_TYPES: [&str; 5] = payhook::event::SETUP_INTENT_EVENT_TYPES;
+const PAYMENT_TYPES: [&str; 6] = payhook::stripe::payload::PAYMENT_INTENT_EVENT_TYPES;
+const SETUP_TYPES: [&str; 5] = payhook::stripe::payload::SETUP_INTENT_EVENT_TYPES;
 
 fn target(event_type: &str) -> CheckoutState {
     crate::helpers::target_of(event_type)

@@ -196,7 +196,7 @@ async fn a_deadlock_victim_is_contention_not_a_failed_try() {
 /// event ends applied exactly once, in each intent's Stripe order.
 async fn a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next(backend: Backend) {
     use payhook::config::ProcessorConfig;
-    use payhook::processor::process_up_to;
+    use payhook::inbox::processor::process_up_to;
     use payhook::store::checkouts::{find_checkout_by_intent, list_transitions};
     use payhook::store::events::insert_event;
 
@@ -298,7 +298,7 @@ async fn writers_waiting_reports_a_writer_queued_behind_the_lock() {
 /// it), even when no writer is waiting.
 async fn a_batch_past_its_time_budget_commits_and_leaves_the_rest(backend: Backend) {
     use payhook::config::ProcessorConfig;
-    use payhook::processor::process_up_to;
+    use payhook::inbox::processor::process_up_to;
     use payhook::store::events::insert_event;
 
     let (_db, pool) = fresh_pool(backend).await;

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use futures_util::StreamExt;
-use payhook::checkout::{self, CheckoutState};
-use payhook::signature;
-use payhook::store::actions::ActionRow;
+use payhook::domain::checkout::{self, CheckoutState};
 use payhook::store::customers::{self, CustomerRow};
+use payhook::store::outbox::ActionRow;
 use payhook::store::{now_secs, Conn, DatabaseUrl, Pool, PoolOptions};
+use payhook::stripe::signature;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -51,7 +51,7 @@ const CONCURRENCY: usize = 24;
 const VICTIM: usize = 1;
 const KILL_AT_SHARE: f64 = 0.5;
 
-const PAYMENT_TYPES: [&str; 6] = payhook::event::PAYMENT_INTENT_EVENT_TYPES;
+const PAYMENT_TYPES: [&str; 6] = payhook::stripe::payload::PAYMENT_INTENT_EVENT_TYPES;
 /// App users who save cards (`user_0` … `user_39`), and what a card-saving setup intent
 /// sends: it ends succeeded, so each one asks for exactly one `save_card` action.
 const CARD_USERS: usize = 40;
@@ -62,7 +62,7 @@ const CARD_TYPES: [&str; 3] = [
 ];
 /// A SIGKILLed worker's actions wait this long before another instance resumes them.
 const ACTION_LEASE_SECS: u64 = 3;
-const SETUP_TYPES: [&str; 5] = payhook::event::SETUP_INTENT_EVENT_TYPES;
+const SETUP_TYPES: [&str; 5] = payhook::stripe::payload::SETUP_INTENT_EVENT_TYPES;
 
 fn target(event_type: &str) -> CheckoutState {
     crate::helpers::target_of(event_type)
@@ -497,7 +497,7 @@ async fn wait_until_settled(pool: &Pool, started: Instant) -> Settled {
             let mut conn = pool.get().unwrap();
             (
                 payhook::store::events::count_events_by_status(&mut conn).unwrap(),
-                payhook::store::actions::list_actions(&mut conn).unwrap(),
+                payhook::store::outbox::list_actions(&mut conn).unwrap(),
             )
         };
         let pending_events: Vec<_> = counts
@@ -681,7 +681,7 @@ struct SideEffects {
 
 impl SideEffects {
     async fn collect(fake: &FakeStripe, conn: &mut Conn, cards: &[CardIntent]) -> Self {
-        let actions = payhook::store::actions::list_actions(conn).unwrap();
+        let actions = payhook::store::outbox::list_actions(conn).unwrap();
         let mut local = HashMap::new();
         for card in cards {
             if let Some(found) = customers::find_customer_by_ref(conn, &card.user).unwrap() {

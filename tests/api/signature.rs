@@ -1,5 +1,5 @@
-use payhook::signature::{header_for, sign};
 use payhook::store::now_secs;
+use payhook::stripe::signature::{header_for, sign};
 
 use crate::helpers::{both_backends, fixture, spawn_app_on, Backend, SECRET};
 

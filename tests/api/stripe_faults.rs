@@ -312,7 +312,7 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
     let stuck = {
         let pool = payhook::store::Pool::connect(&database, Default::default()).expect("pool");
         let mut conn = pool.get().expect("connection");
-        payhook::store::actions::find_action_by_key(&mut conn, "save_card:seti_crash")
+        payhook::store::outbox::find_action_by_key(&mut conn, "save_card:seti_crash")
             .expect("query")
             .expect("action")
     };

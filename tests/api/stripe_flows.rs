@@ -123,7 +123,7 @@ async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_
     )))
     .await;
     app.settle().await;
-    let actions = app.with_conn(|c| payhook::store::actions::list_actions(c).expect("list"));
+    let actions = app.with_conn(|c| payhook::store::outbox::list_actions(c).expect("list"));
     assert_eq!(actions.len(), 1);
 }
 both_backends!(setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_locally);
@@ -192,7 +192,7 @@ async fn payment_intent_without_setup_future_usage_saves_nothing(backend: Backen
     app.deliver(&bytes(&event)).await;
     app.settle().await;
     assert!(app
-        .with_conn(|c| payhook::store::actions::list_actions(c).expect("list"))
+        .with_conn(|c| payhook::store::outbox::list_actions(c).expect("list"))
         .is_empty());
     assert_eq!(checkout(&app, "pi_nosfu").card_status, None);
 }

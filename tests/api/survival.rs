@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use payhook::signature::header_for;
 use payhook::store::checkouts;
 use payhook::store::events;
 use payhook::store::{now_secs, DatabaseUrl, Pool, PoolOptions};
+use payhook::stripe::signature::header_for;
 
 use crate::helpers::{
     both_backends, bytes, fixture, fixtures_dir, intent_event, spawn_app_on, Backend, SECRET,

@@ -7,10 +7,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use payhook::checkout::{decide, fold, CheckoutState, Current};
 use payhook::config::WebhookSecret;
-use payhook::event::parse_envelope;
-use payhook::signature::{header_for, parse_header, verify};
+use payhook::domain::checkout::{decide, fold, CheckoutState, Current};
+use payhook::stripe::envelope::parse_envelope;
+use payhook::stripe::signature::{header_for, parse_header, verify};
 
 const SECRET: &str = "whsec_bench_0123456789abcdef0123456789";
 const NOW: i64 = 1_763_900_230;

@@ -35,8 +35,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_event, Applied};
-use crate::background::BackgroundThread;
 use crate::config::ProcessorConfig;
+use crate::inbox::background::BackgroundThread;
 use crate::store::events::{self, EventStatus};
 use crate::store::{now_ms, Conn, Pool, StoreError, StoreResult};
 
@@ -242,7 +242,7 @@ fn record_failure(
 /// Runs batches until `shutdown`: at once while there is a backlog, on `wake` (new events
 /// committed) or every `poll_interval` (due retries) otherwise.
 ///
-/// Batches run on `thread`, which [`crate::background`] starts at a lower CPU priority.
+/// Batches run on `thread`, which [`crate::inbox::background`] starts at a lower CPU priority.
 pub async fn run(
     pool: Pool,
     config: ProcessorConfig,

@@ -121,10 +121,10 @@ impl IntentId {
             Self::Setup(id) => id.as_str(),
         }
     }
-    pub fn kind(&self) -> crate::checkout::CheckoutKind {
+    pub fn kind(&self) -> crate::domain::checkout::CheckoutKind {
         match self {
-            Self::Payment(_) => crate::checkout::CheckoutKind::Payment,
-            Self::Setup(_) => crate::checkout::CheckoutKind::Setup,
+            Self::Payment(_) => crate::domain::checkout::CheckoutKind::Payment,
+            Self::Setup(_) => crate::domain::checkout::CheckoutKind::Setup,
         }
     }
 }

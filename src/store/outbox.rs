@@ -2,7 +2,7 @@
 //!
 //! An action is written by [`crate::apply`] in the same transaction as the state change that
 //! asks for it, so a committed change never loses its side effect and a rolled-back one never
-//! has one. The worker ([`crate::actions`]) claims actions with a lease (`locked_until_ms`,
+//! has one. The worker ([`crate::outbox::save_card`]) claims actions with a lease (`locked_until_ms`,
 //! `locked_by`) set by a conditional `UPDATE`, which works on both backends and survives a
 //! crashed worker: its lease simply runs out. Claims never hand out two actions of one
 //! customer at once, so one customer's Stripe calls run one at a time (two events of one user
@@ -38,7 +38,7 @@ impl ActionStatus {
 /// Kinds of action. One today.
 pub const SAVE_CARD: &str = "save_card";
 
-/// The step a new `save_card` action starts at (see [`crate::actions::Step`]).
+/// The step a new `save_card` action starts at (see [`crate::outbox::save_card::Step`]).
 pub const FIRST_STEP: &str = "resolve";
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]

@@ -1,4 +1,4 @@
-//! The action worker: performs outbox actions ([`crate::store::actions`]) against the Stripe
+//! The action worker: performs outbox actions ([`crate::store::outbox`]) against the Stripe
 //! API, exactly once in effect.
 //!
 //! One `save_card` action walks these steps, recording after each one the step it reached,
@@ -37,13 +37,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ActionConfig;
-use crate::rate_limit::RateLimiter;
-use crate::store::actions::{self, ActionRow, ActionStatus};
 use crate::store::checkouts::{self as checkout_store, CardStatus};
 use crate::store::customers::{self, CustomerRow, NewCustomer};
+use crate::store::outbox::{self as actions, ActionRow, ActionStatus};
 use crate::store::payment_methods::{self, PaymentMethodRow, PaymentMethodStatus};
 use crate::store::{now_ms, now_secs, Conn, Pool, StoreError, StoreResult};
-use crate::stripe_api::{ApiError, CardDetails, StripeApi};
+use crate::stripe::client::{ApiError, CardDetails, StripeApi};
+use crate::stripe::rate_limit::RateLimiter;
 
 /// Where a `save_card` action is; stored as text in `stripe_actions.step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@
 use log::{info, warn};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkout::{self, CheckoutState};
 use crate::config::ProcessorConfig;
+use crate::domain::checkout::{self, CheckoutState};
 use crate::store::checkouts::{self as store, NewTransition};
 use crate::store::{now_secs, Pool, StoreResult};
 

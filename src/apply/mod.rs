@@ -1,26 +1,26 @@
 //! Applies one stored event to the local state: checkouts, customers, payment methods.
 //!
-//! Runs inside the processor's transaction; the state machine ([`crate::checkout`]) decides,
+//! Runs inside the processor's transaction; the state machine ([`crate::domain::checkout`]) decides,
 //! this module reads the payload and writes the rows. A payload that cannot be applied is a
 //! permanent outcome ([`Applied::Invalid`]), never an error: errors are reserved for the
 //! database, where retrying can help.
 //!
 //! Stripe side effects are never performed here: an applied `succeeded` that saves a card
-//! writes one `save_card` row to the outbox ([`crate::store::actions`]) in the same
-//! transaction, and the action worker ([`crate::actions`]) performs it later.
+//! writes one `save_card` row to the outbox ([`crate::store::outbox`]) in the same
+//! transaction, and the action worker ([`crate::outbox::save_card`]) performs it later.
 
 use log::{info, warn};
 use serde_json::Value;
 
-use crate::checkout::{self, CheckoutState, Decision, Trigger};
-use crate::event::{self, EventKind, IntentView, PaymentMethodView};
-use crate::ids::{CustomerId, IntentId};
-use crate::store::actions::{self, NewAction};
+use crate::domain::checkout::{self, CheckoutState, Decision, Trigger};
 use crate::store::checkouts::{self as checkout_store, CardStatus, CheckoutRow, NewTransition};
 use crate::store::customers::{self, CustomerRow, NewCustomer};
 use crate::store::events::WebhookEvent;
+use crate::store::outbox::{self as actions, NewAction};
 use crate::store::payment_methods::{self, PaymentMethodRow, PaymentMethodStatus};
 use crate::store::{Conn, StoreError, StoreResult};
+use crate::stripe::ids::{CustomerId, IntentId};
+use crate::stripe::payload::{self as event, EventKind, IntentView, PaymentMethodView};
 
 /// What applying an event came to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,16 @@
+//! The Stripe boundary: everything that knows Stripe's formats and API.
+//!
+//! - [`ids`]: id newtypes, prefix checked at parse time.
+//! - [`signature`]: `Stripe-Signature` parse, verify, sign (pure).
+//! - [`envelope`]: the event fields admission stores beside the raw payload (pure).
+//! - [`payload`]: typed views of intents and payment methods, and the handled event types (pure).
+//! - [`client`]: the Stripe API calls payhook makes, errors classified retryable or permanent.
+//! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
+
+pub mod client;
+pub mod envelope;
+pub mod ids;
+mod json;
+pub mod payload;
+pub mod rate_limit;
+pub mod signature;
