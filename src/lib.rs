@@ -10,7 +10,8 @@
 //! - [`http`]: actix-web handlers.
 //! - [`store`]: diesel schema, pool for SQLite or PostgreSQL, repositories.
 //! - [`config`]: typed configuration; secrets in redacting wrappers.
-//! - [`startup`]: [`Application`]: wires everything and runs it.
+//! - [`startup`]: [`Application`]: wires everything, supervises the tasks.
+//! - [`health`]: what `/readyz` reports.
 //! - [`replay`]: signs and POSTs event files to any endpoint.
 //!
 //! The path of one event: receive → verify → admit (200 after commit) → apply (background)
@@ -22,6 +23,7 @@
 pub mod apply;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod http;
 pub mod inbox;
 pub mod outbox;
@@ -29,5 +31,6 @@ pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod stripe;
+pub mod text_enum;
 
 pub use startup::Application;

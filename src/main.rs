@@ -276,7 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut conn = pool.get()?;
             let n = store::events::requeue_dead_events(&mut conn)?;
             println!("{n} dead events requeued");
-            let actions = payhook::outbox::save_card::requeue_failed_actions(&mut conn)?;
+            let kinds = [payhook::outbox::save_card::KIND];
+            let actions = payhook::outbox::runner::requeue_failed(&mut conn, &kinds)?;
             println!("{actions} failed Stripe actions requeued");
         }
         Command::Stats => {
@@ -288,7 +289,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (state, n) in store::checkouts::count_checkouts_by_state(&mut conn)? {
                 println!("checkouts\t{state}\t{n}");
             }
-            for (status, n) in store::outbox::count_actions_by_status(&mut conn)? {
+            let kinds = [payhook::outbox::save_card::KIND];
+            for (status, n) in store::outbox::count_items_by_status(&mut conn, &kinds)? {
                 println!("stripe_actions\t{status}\t{n}");
             }
         }

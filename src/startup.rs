@@ -1,38 +1,108 @@
-//! `Application::build`: wires the store, the inbox, the outbox workers and the HTTP server
-//! together, and runs them until the server stops.
+//! `Application::build`: wires the store, the inbox, the outbox and the HTTP server
+//! together; `run_until_stopped` supervises them.
+//!
+//! Every background task (processor, sweeper, outbox runner, admission writers) runs for the
+//! life of the process. One that ends before shutdown has died: payhook then reports it on
+//! `/readyz`, stops accepting deliveries (nothing is acknowledged after), and returns an
+//! error so `serve` exits non-zero and the process supervisor restarts it. Limping on would
+//! acknowledge deliveries that nothing applies, or answer 503 for a dead writer's share of
+//! them forever.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use log::{info, warn};
+use futures_util::FutureExt;
+use log::{error, info, warn};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::health::Health;
+use crate::http;
 use crate::inbox::admission::{Admitter, Writers};
-use crate::inbox::{background, processor, sweeper};
-use crate::outbox::save_card as actions;
-use crate::store::{Pool, PoolOptions};
-use crate::{config, http, store, stripe};
+use crate::inbox::{processor, sweeper};
+use crate::outbox::runner::{Kind, RetryPolicy, Runner};
+use crate::outbox::save_card;
+use crate::store::outbox::{count_items_by_status, OutboxStatus};
+use crate::store::{BackgroundThread, Pool, PoolOptions};
+use crate::stripe::client::StripeApi;
+use crate::stripe::gateway::StripeGateway;
+use crate::stripe::rate_limit::RateLimiter;
 
-/// A running payhook: HTTP server plus background processor and sweeper.
+/// Whether the background workers run by themselves (`serve`), or only when a test drains
+/// them ([`Drain`]), so a test sees exactly the work it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Background,
+    Manual,
+}
+
+/// A running payhook: HTTP server plus its supervised background tasks.
 pub struct Application {
     port: u16,
     server: Server,
     pool: Pool,
+    health: Arc<Health>,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
     writers: Writers,
+    drain: Drain,
+}
+
+/// The background tasks, each ending with its name and how it ended.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<(&'static str, Result<(), String>)>,
+    handles: HashMap<&'static str, AbortHandle>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(async move {
+            let ended = AssertUnwindSafe(task).catch_unwind().await;
+            (name, ended.map_err(|panic| panic_message(&panic)))
+        });
+        self.handles.insert(name, handle);
+    }
+
+    /// The next task to end: before shutdown, a death.
+    async fn next_end(&mut self) -> (&'static str, String) {
+        match self.set.join_next().await {
+            Some(Ok((name, Ok(())))) => (name, "it returned".to_owned()),
+            Some(Ok((name, Err(panic)))) => (name, format!("it panicked: {panic}")),
+            Some(Err(e)) => ("a task", e.to_string()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
 
 impl Application {
     /// Connects to the database, migrates it, starts the workers and binds the listener
     /// (port 0 picks a free one, as tests do).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Workers::Background).await
+    }
+
+    pub async fn build_with(config: Config, workers: Workers) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !config.webhook_secrets.is_empty(),
             config::MISSING_SECRET_HELP
@@ -54,34 +124,23 @@ impl Application {
             "database {} ready ({migrated} migrations applied)",
             config.database_url
         );
-        // Built before anything starts so a malformed key stops start-up, not the worker.
-        let stripe = match &config.stripe_secret_key {
-            Some(key) => Some(
-                stripe::client::StripeApi::with_timeout(
-                    key.expose(),
-                    &config.stripe_api_base,
-                    config.actions.request_timeout,
-                )
-                .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?,
-            ),
-            None => {
-                let pending = {
-                    let pool = pool.clone();
-                    tokio::task::spawn_blocking(move || -> store::StoreResult<i64> {
-                        let mut conn = pool.get()?;
-                        Ok(store::outbox::count_actions_by_status(&mut conn)?
-                            .into_iter()
-                            .filter(|(s, _)| s == "pending")
-                            .map(|(_, n)| n)
-                            .sum())
-                    })
-                    .await??
-                };
-                warn!("STRIPE_SECRET_KEY is not set: events are received and applied, but Stripe side effects (saving cards to customers) wait until a key is configured; {pending} actions pending");
-                None
-            }
-        };
+        let runner = Arc::new(Runner::new(
+            pool.clone(),
+            config.actions,
+            outbox_kinds(&config)?,
+        ));
+        if !runner.kinds().contains(&save_card::KIND) {
+            let pending = pool
+                .run(|conn| count_items_by_status(conn, &[save_card::KIND]))
+                .await?
+                .into_iter()
+                .filter(|(status, _)| *status == OutboxStatus::Pending)
+                .map(|(_, n)| n)
+                .sum::<i64>();
+            warn!("STRIPE_SECRET_KEY is not set: events are received and applied, but Stripe side effects (saving cards to customers) wait until a key is configured; {pending} pending");
+        }
 
+        let health = Arc::new(Health::default());
         let committed = Arc::new(Notify::new());
         let (admitter, writers) =
             Admitter::start(pool.clone(), config.admission, committed.clone())
@@ -89,36 +148,44 @@ impl Application {
         let listener =
             TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();
-        let server = build_server(&config, listener, admitter, pool.clone())?;
+        let server = build_server(&config, listener, admitter, pool.clone(), health.clone())?;
 
         let shutdown = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(sweeper::run(
-            pool.clone(),
-            config.processor,
-            shutdown.clone(),
-        ))];
-        for n in 0..config.processor.workers.max(1) {
-            let thread = background::BackgroundThread::start(
-                &format!("payhook-process-{n}"),
-                config.processor.nice,
-            )
-            .context("starting a processor thread")?;
-            tasks.push(tokio::spawn(processor::run(
-                pool.clone(),
-                config.processor,
-                thread,
-                committed.clone(),
-                shutdown.clone(),
-            )));
-        }
-        if let Some(api) = stripe {
-            info!("Stripe side effects go to {}", config.stripe_api_base);
-            let ctx = Arc::new(actions::ActionContext::new(
-                pool.clone(),
-                api,
-                config.actions,
-            ));
-            tasks.push(tokio::spawn(actions::run(ctx, shutdown.clone())));
+        let mut tasks = Tasks::default();
+        if workers == Workers::Background {
+            tasks.spawn(
+                "sweeper",
+                sweeper::run(pool.clone(), config.processor, shutdown.clone()),
+            );
+            // Names are static for the task list; more than a few processors never pays.
+            const PROCESSORS: [&str; 8] = [
+                "processor-0",
+                "processor-1",
+                "processor-2",
+                "processor-3",
+                "processor-4",
+                "processor-5",
+                "processor-6",
+                "processor-7",
+            ];
+            for name in PROCESSORS.iter().take(config.processor.workers.clamp(1, 8)) {
+                let thread =
+                    BackgroundThread::start(&format!("payhook-{name}"), config.processor.nice)
+                        .context("starting a processor thread")?;
+                tasks.spawn(
+                    name,
+                    processor::run(
+                        pool.clone(),
+                        config.processor,
+                        thread,
+                        committed.clone(),
+                        shutdown.clone(),
+                    ),
+                );
+            }
+            if !runner.kinds().is_empty() {
+                tasks.spawn("outbox", runner.clone().run(shutdown.clone()));
+            }
         }
         info!(
             "listening on {}:{port}, webhook endpoint POST /webhooks/stripe",
@@ -127,7 +194,13 @@ impl Application {
         Ok(Self {
             port,
             server,
+            drain: Drain {
+                pool: pool.clone(),
+                processor: config.processor,
+                runner,
+            },
             pool,
+            health,
             shutdown,
             tasks,
             writers,
@@ -142,23 +215,138 @@ impl Application {
         self.pool.clone()
     }
 
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs the workers by hand (for tests built with [`Workers::Manual`]).
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
     /// Stops the HTTP server gracefully (in-flight requests finish).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
+    /// Kills a background task as a crash would, so tests can check the supervision.
+    #[doc(hidden)]
+    pub fn abort_task_for_test(&self, name: &str) -> bool {
+        self.tasks
+            .handles
+            .get(name)
+            .map(AbortHandle::abort)
+            .is_some()
+    }
+
     /// Serves until the server stops (SIGINT/SIGTERM or [`ServerHandle::stop`]), then stops
-    /// the workers and waits for the admission writers to drain.
+    /// the workers and waits for the admission writers to drain. If a background task dies
+    /// first, stops serving and returns an error naming it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = self.server.await;
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        let Self {
+            server,
+            health,
+            shutdown,
+            mut tasks,
+            mut writers,
+            drain,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        let death = tokio::select! {
+            result = &mut server => {
+                result?;
+                None
+            }
+            (name, why) = tasks.next_end() => Some((name.to_owned(), why)),
+            name = writers.exited() => Some((name, "the thread ended".to_owned())),
+        };
+        if let Some((name, why)) = &death {
+            error!("background task {name} stopped ({why}): payhook stops accepting deliveries and exits so that its supervisor restarts it");
+            health.report("tasks", format!("background task {name} stopped"));
+            // Stop accepting first, so nothing is acknowledged that nothing would apply.
+            handle.stop(true).await;
+            let _ = server.await;
         }
-        let writers = self.writers;
+        shutdown.cancel();
+        drop(drain);
+        let stopping = async { while tasks.set.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), stopping)
+            .await
+            .is_err()
+        {
+            warn!("background tasks did not stop within 30 s");
+        }
         tokio::task::spawn_blocking(move || writers.join()).await?;
-        info!("payhook stopped");
-        Ok(result?)
+        match death {
+            Some((name, why)) => anyhow::bail!("background task {name} stopped: {why}"),
+            None => {
+                info!("payhook stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The kinds of outbox work this process performs: those whose dependencies are
+/// configured (saving cards needs a Stripe key).
+fn outbox_kinds(config: &Config) -> anyhow::Result<Vec<Arc<dyn Kind>>> {
+    let mut kinds: Vec<Arc<dyn Kind>> = Vec::new();
+    if let Some(key) = &config.stripe_secret_key {
+        // Built before anything starts so a malformed key stops start-up, not the worker.
+        let api = StripeApi::new(
+            key.expose(),
+            &config.stripe_api_base,
+            config.actions.request_timeout,
+        )
+        .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?;
+        let limiter = Arc::new(RateLimiter::new(
+            config.actions.max_rps,
+            config.actions.burst,
+        ));
+        let stripe = Arc::new(StripeGateway::new(api, limiter));
+        info!("Stripe side effects go to {}", config.stripe_api_base);
+        kinds.push(Arc::new(save_card::SaveCardKind::new(
+            stripe,
+            RetryPolicy::from_config(&config.actions),
+        )));
+    }
+    Ok(kinds)
+}
+
+/// Runs the inbox and the outbox until neither has due work: what a test calls instead of
+/// waiting for the background loops.
+#[derive(Clone)]
+pub struct Drain {
+    pool: Pool,
+    processor: config::ProcessorConfig,
+    runner: Arc<Runner>,
+}
+
+impl Drain {
+    /// Applies every due event and performs every due outbox item, repeatedly, until a
+    /// round finds nothing due (work queued by a round is done by the next).
+    pub async fn run_until_idle(&self) -> crate::store::StoreResult<()> {
+        loop {
+            let config = self.processor;
+            let report = self
+                .pool
+                .run_pool(move |pool| processor::process_batch(pool, &config))
+                .await?;
+            let performed = self.runner.run_until_idle().await?;
+            if report.claimed == 0 && performed == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Expires due checkouts now; returns how many.
+    pub async fn sweep(&self, now: i64) -> crate::store::StoreResult<usize> {
+        let expiry = self.processor.checkout_expiry.as_secs() as i64;
+        self.pool
+            .run_pool(move |pool| sweeper::sweep(pool, expiry, now))
+            .await
     }
 }
 
@@ -167,6 +355,7 @@ fn build_server(
     listener: TcpListener,
     admitter: Admitter,
     pool: Pool,
+    health: Arc<Health>,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(http::AppState {
         secrets: Arc::new(config.webhook_secrets.clone()),
@@ -175,12 +364,13 @@ fn build_server(
         body_timeout: config.client_request_timeout,
         admitter,
         pool,
+        health,
     });
     let mut server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .client_request_timeout(config.client_request_timeout)
-            .client_disconnect_timeout(std::time::Duration::from_secs(2))
-            .keep_alive(std::time::Duration::from_secs(75))
+            .client_disconnect_timeout(Duration::from_secs(2))
+            .keep_alive(Duration::from_secs(75))
             .backlog(2048)
             .shutdown_timeout(10);
     if config.http_workers > 0 {

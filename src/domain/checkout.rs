@@ -13,77 +13,52 @@
 //!   in the same second, so a tie is broken by `progress`, never by arrival.
 //! - `failed` is not final: the customer may retry with another card.
 
-use std::fmt;
-use std::str::FromStr;
+use crate::text_enum::text_enum;
 
-/// What kind of intent a checkout follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CheckoutKind {
-    Payment,
-    Setup,
-}
-
-impl CheckoutKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Payment => "payment",
-            Self::Setup => "setup",
-        }
+text_enum! {
+    /// What kind of intent a checkout follows.
+    pub enum CheckoutKind {
+        Payment = "payment",
+        Setup = "setup",
     }
 }
 
-impl FromStr for CheckoutKind {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "payment" => Ok(Self::Payment),
-            "setup" => Ok(Self::Setup),
-            other => Err(UnknownValue(other.to_owned())),
-        }
+text_enum! {
+    /// The states of a checkout.
+    #[derive(PartialOrd, Ord)]
+    pub enum CheckoutState {
+        Pending = "pending",
+        RequiresAction = "requires_action",
+        Processing = "processing",
+        Failed = "failed",
+        Expired = "expired",
+        Canceled = "canceled",
+        Succeeded = "succeeded",
     }
 }
 
-/// A stored text value that names no known variant: the database holds something this
-/// version of payhook does not understand, which is an error, never a silent default.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown stored value {0:?}")]
-pub struct UnknownValue(pub String);
+text_enum! {
+    /// What became of the card a checkout saves (the outbox's `save_card` work); a checkout
+    /// that saves no card has none.
+    pub enum CardStatus {
+        /// Saving is queued or being retried.
+        Pending = "pending",
+        /// Attached to the customer at Stripe, made the default, details stored.
+        Saved = "saved",
+        /// A permanent error or too many tries; the checkout carries the error.
+        Failed = "failed",
+    }
+}
 
-/// The states of a checkout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CheckoutState {
-    Pending,
-    RequiresAction,
-    Processing,
-    Failed,
-    Expired,
-    Canceled,
-    Succeeded,
+text_enum! {
+    /// Whether an event moved a checkout (`applied`) or was recorded without moving it.
+    pub enum TransitionOutcome {
+        Applied = "applied",
+        Refused = "refused",
+    }
 }
 
 impl CheckoutState {
-    pub const ALL: [CheckoutState; 7] = [
-        Self::Pending,
-        Self::RequiresAction,
-        Self::Processing,
-        Self::Failed,
-        Self::Expired,
-        Self::Canceled,
-        Self::Succeeded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::RequiresAction => "requires_action",
-            Self::Processing => "processing",
-            Self::Failed => "failed",
-            Self::Expired => "expired",
-            Self::Canceled => "canceled",
-            Self::Succeeded => "succeeded",
-        }
-    }
-
     /// No event moves a checkout out of a final state.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Canceled)
@@ -114,22 +89,6 @@ impl CheckoutState {
             Self::Failed => 3,
             Self::Expired | Self::Canceled | Self::Succeeded => 4,
         }
-    }
-}
-
-impl fmt::Display for CheckoutState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CheckoutState {
-    type Err = UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownValue(s.to_owned()))
     }
 }
 
@@ -496,7 +455,7 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_text_and_unknown_text_fails() {
-        for state in CheckoutState::ALL {
+        for &state in CheckoutState::ALL {
             assert_eq!(state.as_str().parse::<CheckoutState>(), Ok(state));
         }
         assert!("paid".parse::<CheckoutState>().is_err());

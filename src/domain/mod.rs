@@ -2,5 +2,9 @@
 //! decisions that come out, so every rule is unit-tested here and lives in one place.
 //!
 //! - [`checkout`]: the checkout state machine.
+//! - [`customer`]: which local customer an event or a request belongs to.
+//! - [`cards`]: a card's lifecycle, the default card, which copy of a card stays.
 
+pub mod cards;
 pub mod checkout;
+pub mod customer;

@@ -1,4 +1,5 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database does).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: it can take
+//! deliveries: no background task has died, storage accepts writes, the database answers).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -10,17 +11,19 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.clone();
-    match web::block(move || pool.ping()).await {
-        Ok(Ok(())) => {
+    let problems = state.health.problems();
+    if let Some((source, problem)) = problems.first() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "unavailable", "error": source, "message": problem }));
+    }
+    match state.pool.run(|conn| conn.ping()).await {
+        Ok(()) => {
             HttpResponse::Ok().json(json!({ "status": "ready", "database": state.pool.backend() }))
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             log::warn!("readiness check failed: {e}");
             HttpResponse::ServiceUnavailable()
                 .json(json!({ "status": "unavailable", "error": "database_unreachable" }))
         }
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "unavailable", "error": "internal" })),
     }
 }

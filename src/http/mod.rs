@@ -13,6 +13,7 @@ use actix_web::web;
 pub use error::WebhookError;
 
 use crate::config::WebhookSecret;
+use crate::health::Health;
 use crate::inbox::admission::Admitter;
 use crate::store::Pool;
 
@@ -27,6 +28,7 @@ pub struct AppState {
     pub body_timeout: Duration,
     pub admitter: Admitter,
     pub pool: Pool,
+    pub health: Arc<Health>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -48,15 +48,42 @@ pub struct Admitter {
 }
 
 /// The writer threads, to be joined at shutdown (after every [`Admitter`] is dropped).
-pub struct Writers(Vec<JoinHandle<()>>);
+pub struct Writers {
+    handles: Vec<JoinHandle<()>>,
+    /// Gets a writer's name when its thread ends, whatever ended it (a panic included).
+    exited: mpsc::UnboundedReceiver<String>,
+}
 
 impl Writers {
+    /// Resolves when a writer thread ends. Writers end only once every [`Admitter`] is gone,
+    /// so before shutdown this is a writer's death.
+    pub async fn exited(&mut self) -> String {
+        match self.exited.recv().await {
+            Some(name) => name,
+            // Every thread's guard is gone without saying so: cannot happen; wait forever
+            // rather than report a death that did not happen.
+            None => std::future::pending().await,
+        }
+    }
+
     pub fn join(self) {
-        for handle in self.0 {
+        for handle in self.handles {
             if handle.join().is_err() {
                 error!("an admission writer panicked");
             }
         }
+    }
+}
+
+/// Says which writer ended when its thread ends, however it ends.
+struct ExitGuard {
+    name: String,
+    exited: mpsc::UnboundedSender<String>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = self.exited.send(std::mem::take(&mut self.name));
     }
 }
 
@@ -71,12 +98,19 @@ impl Admitter {
         let writers = config.writers.max(1);
         let mut senders = Vec::with_capacity(writers);
         let mut handles = Vec::with_capacity(writers);
+        let (exit_tx, exited) = mpsc::unbounded_channel();
         for n in 0..writers {
             let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
             let (pool, committed) = (pool.clone(), committed.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("payhook-admit-{n}"))
-                .spawn(move || write_loop(pool, config, rx, committed))?;
+            let name = format!("payhook-admit-{n}");
+            let guard = ExitGuard {
+                name: name.clone(),
+                exited: exit_tx.clone(),
+            };
+            let handle = std::thread::Builder::new().name(name).spawn(move || {
+                let _guard = guard;
+                write_loop(pool, config, rx, committed)
+            })?;
             senders.push(tx);
             handles.push(handle);
         }
@@ -85,7 +119,7 @@ impl Admitter {
                 senders: Arc::new(senders),
                 next: Arc::new(AtomicUsize::new(0)),
             },
-            Writers(handles),
+            Writers { handles, exited },
         ))
     }
 

@@ -4,9 +4,7 @@
 //! - [`admission`]: group commit of verified events into `webhook_events`.
 //! - [`processor`]: claims due events and applies them, with retries.
 //! - [`sweeper`]: expires quiet checkouts.
-//! - [`background`]: a low-priority OS thread for the processor.
 
 pub mod admission;
-pub mod background;
 pub mod processor;
 pub mod sweeper;

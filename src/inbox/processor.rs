@@ -36,9 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_event, Applied};
 use crate::config::ProcessorConfig;
-use crate::inbox::background::BackgroundThread;
 use crate::store::events::{self, EventStatus};
-use crate::store::{now_ms, Conn, Pool, StoreError, StoreResult};
+use crate::store::{now_ms, BackgroundThread, Conn, Pool, StoreError, StoreResult};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -256,12 +255,13 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let (p, c) = (pool.clone(), config);
-        let result = thread
-            .run(move || process_up_to(&p, &c, limit, || p.writers_waiting()))
+        let result = pool
+            .run_on(&thread, move |p| {
+                process_up_to(p, &config, limit, || p.writers_waiting())
+            })
             .await;
         let pause = match result {
-            Ok(Ok(report)) => {
+            Ok(report) => {
                 failures = 0;
                 let claimed_all = report.claimed as i64 >= limit;
                 limit = next_claim(limit, &report, config.batch_size);
@@ -270,15 +270,17 @@ pub async fn run(
                 }
                 config.poll_interval
             }
-            Ok(Err(e)) => {
+            // The thread is gone: this processor cannot work any more, and its task ending
+            // tells the supervisor so.
+            Err(e @ StoreError::ThreadStopped) => {
+                error!("processor stops: {e}");
+                return;
+            }
+            Err(e) => {
                 failures += 1;
                 let pause = backoff(&config, failures).min(Duration::from_secs(30));
                 warn!("processing batch failed (database unavailable?), pausing {pause:?}: {e}");
                 pause
-            }
-            Err(e) => {
-                error!("processing batch did not finish: {e}");
-                config.poll_interval
             }
         };
         tokio::select! {

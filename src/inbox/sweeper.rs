@@ -1,4 +1,4 @@
-//! Expires checkouts whose intent never completes (flow 4 of the brief).
+//! Expires checkouts whose intent never completes.
 //!
 //! Stripe sends nothing when a customer abandons a checkout, so payhook decides by time: a
 //! checkout in a state that can expire and unchanged for `checkout_expiry` becomes `expired`,
@@ -8,7 +8,7 @@ use log::{info, warn};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ProcessorConfig;
-use crate::domain::checkout::{self, CheckoutState};
+use crate::domain::checkout::{self, CheckoutState, TransitionOutcome};
 use crate::store::checkouts::{self as store, NewTransition};
 use crate::store::{now_secs, Pool, StoreResult};
 
@@ -16,20 +16,20 @@ const SWEEP_LIMIT: i64 = 1000;
 
 /// Expires due checkouts; returns how many.
 pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
-    let expirable: Vec<&str> = CheckoutState::ALL
+    let expirable: Vec<CheckoutState> = CheckoutState::ALL
         .iter()
+        .copied()
         .filter(|s| s.can_expire())
-        .map(|s| s.as_str())
         .collect();
     pool.write(|conn| {
         let due = store::find_quiet_checkouts(conn, &expirable, now - expiry_secs, SWEEP_LIMIT)?;
         let mut expired = 0;
         for mut row in due {
-            let state = row.state()?;
+            let state = row.state;
             if !checkout::should_expire(state, row.updated_at, now, expiry_secs) {
                 continue;
             }
-            row.state = CheckoutState::Expired.as_str().to_owned();
+            row.state = CheckoutState::Expired;
             row.updated_at = now;
             store::update_checkout(conn, &row)?;
             store::insert_transition(
@@ -37,9 +37,9 @@ pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
                 &NewTransition {
                     checkout_id: &row.id,
                     event_id: None,
-                    from_state: Some(state.as_str()),
-                    to_state: CheckoutState::Expired.as_str(),
-                    outcome: "applied",
+                    from_state: Some(state),
+                    to_state: CheckoutState::Expired,
+                    outcome: TransitionOutcome::Applied,
                     reason: Some("expired"),
                     error_code: None,
                     decline_code: None,
@@ -65,11 +65,11 @@ pub async fn run(pool: Pool, config: ProcessorConfig, shutdown: CancellationToke
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.sweep_interval) => {}
         }
-        let p = pool.clone();
-        match tokio::task::spawn_blocking(move || sweep(&p, expiry, now_secs())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!("expiry sweep failed: {e}"),
-            Err(e) => warn!("expiry sweep panicked: {e}"),
+        if let Err(e) = pool
+            .run_pool(move |pool| sweep(pool, expiry, now_secs()))
+            .await
+        {
+            warn!("expiry sweep failed: {e}");
         }
     }
 }

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use super::prepared::Fixed;
 use super::schema::checkout_transitions::{self, dsl as tdsl};
 use super::schema::checkouts::{self, dsl};
-use super::{Conn, StoreError, StoreResult};
-use crate::domain::checkout::{CheckoutState, Current};
+use super::{Conn, StoreResult};
+use crate::domain::checkout::{CheckoutKind, CheckoutState, Current, TransitionOutcome};
 use crate::with_conn;
 
 // None as NULL in inserts (fixed SQL, a cached prepared statement); nullable columns
@@ -15,7 +15,7 @@ use crate::with_conn;
 #[diesel(table_name = checkouts, treat_none_as_default_value = false)]
 pub struct CheckoutRow {
     pub id: String,
-    pub kind: String,
+    pub kind: CheckoutKind,
     pub intent_id: String,
     pub customer_id: Option<i64>,
     pub stripe_customer_id: Option<String>,
@@ -23,7 +23,7 @@ pub struct CheckoutRow {
     pub amount: Option<i64>,
     pub currency: Option<String>,
     pub setup_future_usage: Option<String>,
-    pub state: String,
+    pub state: CheckoutState,
     pub state_event_id: Option<String>,
     pub state_event_created: i64,
     pub last_error_code: Option<String>,
@@ -31,46 +31,15 @@ pub struct CheckoutRow {
     pub last_error_message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-    /// What became of the card this checkout saves ([`CardStatus`]); `None` when it saves none.
-    pub card_status: Option<String>,
-    /// Stripe's error code when saving the card failed for good.
-    pub card_error_code: Option<String>,
-    pub card_error: Option<String>,
-}
-
-/// Outcome of the Stripe side effects a checkout asked for (saving its card).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CardStatus {
-    /// A `save_card` action is queued or being retried.
-    Pending,
-    /// Attached to the customer at Stripe, set as default, details stored.
-    Saved,
-    /// A permanent error or too many tries; `card_error_code`/`card_error` say which.
-    Failed,
-}
-
-impl CardStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Saved => "saved",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 impl CheckoutRow {
-    pub fn state(&self) -> StoreResult<CheckoutState> {
-        self.state
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("checkout {}: {e}", self.id)))
-    }
-
-    pub fn current(&self) -> StoreResult<Current> {
-        Ok(Current {
-            state: self.state()?,
+    /// The state and the Stripe time of the event that set it, as the machine sees them.
+    pub fn current(&self) -> Current {
+        Current {
+            state: self.state,
             since: self.state_event_created,
-        })
+        }
     }
 }
 
@@ -80,9 +49,9 @@ pub struct TransitionRow {
     pub id: i64,
     pub checkout_id: String,
     pub event_id: Option<String>,
-    pub from_state: Option<String>,
-    pub to_state: String,
-    pub outcome: String,
+    pub from_state: Option<CheckoutState>,
+    pub to_state: CheckoutState,
+    pub outcome: TransitionOutcome,
     pub reason: Option<String>,
     pub error_code: Option<String>,
     pub decline_code: Option<String>,
@@ -96,9 +65,9 @@ pub struct TransitionRow {
 pub struct NewTransition<'a> {
     pub checkout_id: &'a str,
     pub event_id: Option<&'a str>,
-    pub from_state: Option<&'a str>,
-    pub to_state: &'a str,
-    pub outcome: &'a str,
+    pub from_state: Option<CheckoutState>,
+    pub to_state: CheckoutState,
+    pub outcome: TransitionOutcome,
     pub reason: Option<&'a str>,
     pub error_code: Option<&'a str>,
     pub decline_code: Option<&'a str>,
@@ -159,7 +128,7 @@ pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
         .sql(", setup_future_usage = ")
         .nullable_text(row.setup_future_usage.as_deref())
         .sql(", state = ")
-        .text(&row.state)
+        .text(row.state.as_str())
         .sql(", state_event_id = ")
         .nullable_text(row.state_event_id.as_deref())
         .sql(", state_event_created = ")
@@ -172,12 +141,6 @@ pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
         .nullable_text(row.last_error_message.as_deref())
         .sql(", updated_at = ")
         .big_int(row.updated_at)
-        .sql(", card_status = ")
-        .nullable_text(row.card_status.as_deref())
-        .sql(", card_error_code = ")
-        .nullable_text(row.card_error_code.as_deref())
-        .sql(", card_error = ")
-        .nullable_text(row.card_error.as_deref())
         .sql(" WHERE id = ")
         .text(&row.id);
     with_conn!(conn, c => statement.execute(c))?;
@@ -201,7 +164,7 @@ pub fn list_transitions(conn: &mut Conn, checkout_id: &str) -> StoreResult<Vec<T
 /// Checkouts in `states` that have not changed since `quiet_since` (local seconds).
 pub fn find_quiet_checkouts(
     conn: &mut Conn,
-    states: &[&str],
+    states: &[CheckoutState],
     quiet_since: i64,
     limit: i64,
 ) -> StoreResult<Vec<CheckoutRow>> {
@@ -222,7 +185,7 @@ pub fn find_quiet_checkouts(
 }
 
 /// How many checkouts are in each state.
-pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(CheckoutState, i64)>> {
     Ok(with_conn!(conn, c => dsl::checkouts
         .group_by(dsl::state)
         .select((dsl::state, diesel::dsl::count_star()))
@@ -230,19 +193,15 @@ pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(String, i64
         .load(c))?)
 }
 
-/// Records what became of a checkout's card (see [`CardStatus`]).
-pub fn set_card_status(
+/// Records the local customer a checkout belongs to, if none is known yet.
+pub fn set_checkout_customer(
     conn: &mut Conn,
     checkout_id: &str,
-    status: CardStatus,
-    error: Option<(&str, &str)>,
+    customer_id: i64,
 ) -> StoreResult<()> {
     with_conn!(conn, c => diesel::update(dsl::checkouts.find(checkout_id))
-        .set((
-            dsl::card_status.eq(status.as_str()),
-            dsl::card_error_code.eq(error.map(|e| e.0)),
-            dsl::card_error.eq(error.map(|e| e.1)),
-        ))
+        .filter(dsl::customer_id.is_null())
+        .set(dsl::customer_id.eq(customer_id))
         .execute(c))?;
     Ok(())
 }

@@ -6,8 +6,8 @@ use super::schema::customers::{self, dsl};
 use super::{Conn, StoreResult};
 use crate::with_conn;
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable, AsChangeset)]
-#[diesel(table_name = customers, treat_none_as_null = true)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = customers)]
 pub struct CustomerRow {
     pub id: i64,
     pub customer_ref: Option<String>,
@@ -76,7 +76,60 @@ pub fn insert_customer(conn: &mut Conn, new: &NewCustomer<'_>) -> StoreResult<bo
     Ok(n == 1)
 }
 
-pub fn update_customer(conn: &mut Conn, row: &CustomerRow) -> StoreResult<()> {
-    with_conn!(conn, c => diesel::update(dsl::customers.find(row.id)).set(row).execute(c))?;
+// Customers are written column by column, each update conditional where it links an id:
+// the processor (on several instances) and the outbox runner touch one customer at the
+// same time, and writing a whole row read earlier would undo another's change.
+
+/// Records `customer_ref` on the customer unless it has one; returns whether it did.
+pub fn link_customer_ref(
+    conn: &mut Conn,
+    id: i64,
+    customer_ref: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::update(dsl::customers.find(id))
+        .filter(dsl::customer_ref.is_null())
+        .set((dsl::customer_ref.eq(customer_ref), dsl::updated_at.eq(now)))
+        .execute(c))?;
+    Ok(n == 1)
+}
+
+/// Records the Stripe customer id on the customer unless it has one; returns whether it did.
+pub fn link_stripe_customer(
+    conn: &mut Conn,
+    id: i64,
+    stripe_id: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::update(dsl::customers.find(id))
+        .filter(dsl::stripe_customer_id.is_null())
+        .set((dsl::stripe_customer_id.eq(stripe_id), dsl::updated_at.eq(now)))
+        .execute(c))?;
+    Ok(n == 1)
+}
+
+pub fn set_default_payment_method(
+    conn: &mut Conn,
+    id: i64,
+    payment_method_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::customers.find(id))
+        .set((dsl::default_payment_method_id.eq(payment_method_id), dsl::updated_at.eq(now)))
+        .execute(c))?;
     Ok(())
+}
+
+/// Clears the customer's default payment method if it is `payment_method_id`.
+pub fn clear_default_payment_method(
+    conn: &mut Conn,
+    id: i64,
+    payment_method_id: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let n = with_conn!(conn, c => diesel::update(dsl::customers.find(id))
+        .filter(dsl::default_payment_method_id.eq(payment_method_id))
+        .set((dsl::default_payment_method_id.eq(None::<String>), dsl::updated_at.eq(now)))
+        .execute(c))?;
+    Ok(n == 1)
 }

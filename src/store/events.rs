@@ -5,49 +5,21 @@ use diesel::prelude::*;
 use super::prepared::Fixed;
 use super::schema::webhook_events::{self, dsl};
 use super::{Conn, StoreResult};
+use crate::text_enum::text_enum;
 use crate::with_conn;
 
-/// Processing status of a stored event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventStatus {
-    /// Waiting for (another) try.
-    Pending,
-    Processed,
-    /// A type payhook does not handle: stored for the record.
-    Ignored,
-    /// A handled type whose payload cannot be applied; `last_error` says why. Not retried.
-    Failed,
-    /// Every try failed; `last_error` holds the last reason. Requeue with `payhook retry`.
-    Dead,
-}
-
-impl EventStatus {
-    pub const ALL: [EventStatus; 5] = [
-        Self::Pending,
-        Self::Processed,
-        Self::Ignored,
-        Self::Failed,
-        Self::Dead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processed => "processed",
-            Self::Ignored => "ignored",
-            Self::Failed => "failed",
-            Self::Dead => "dead",
-        }
-    }
-}
-
-impl std::str::FromStr for EventStatus {
-    type Err = crate::domain::checkout::UnknownValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| crate::domain::checkout::UnknownValue(s.to_owned()))
+text_enum! {
+    /// Processing status of a stored event.
+    pub enum EventStatus {
+        /// Waiting for (another) try.
+        Pending = "pending",
+        Processed = "processed",
+        /// A type payhook does not handle: stored for the record.
+        Ignored = "ignored",
+        /// A handled type whose payload cannot be applied; `last_error` says why. Not retried.
+        Failed = "failed",
+        /// Every try failed; `last_error` holds the last reason. Requeue with `payhook retry`.
+        Dead = "dead",
     }
 }
 
@@ -84,7 +56,7 @@ pub struct WebhookEvent {
     pub object_type: Option<String>,
     pub payload: String,
     pub received_at: i64,
-    pub status: String,
+    pub status: EventStatus,
     pub attempts: i32,
     pub next_attempt_at_ms: i64,
     pub last_error: Option<String>,
@@ -153,7 +125,7 @@ pub fn claim_due_events(
     macro_rules! query {
         () => {
             dsl::webhook_events
-                .filter(dsl::status.eq(EventStatus::Pending.as_str()))
+                .filter(dsl::status.eq(EventStatus::Pending))
                 .filter(dsl::next_attempt_at_ms.le(now_ms))
                 .order((dsl::created.asc(), dsl::received_at.asc(), dsl::id.asc()))
                 .limit(limit)
@@ -213,8 +185,8 @@ pub fn schedule_event_retry(
 /// Puts dead events back in the queue with a fresh count of tries; returns how many.
 pub fn requeue_dead_events(conn: &mut Conn) -> StoreResult<usize> {
     Ok(
-        with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(dsl::status.eq(EventStatus::Dead.as_str())))
-        .set((dsl::status.eq(EventStatus::Pending.as_str()), dsl::attempts.eq(0), dsl::next_attempt_at_ms.eq(0)))
+        with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(dsl::status.eq(EventStatus::Dead)))
+        .set((dsl::status.eq(EventStatus::Pending), dsl::attempts.eq(0), dsl::next_attempt_at_ms.eq(0)))
         .execute(c))?,
     )
 }
@@ -228,7 +200,7 @@ pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>
 }
 
 /// How many events are in each status.
-pub fn count_events_by_status(conn: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+pub fn count_events_by_status(conn: &mut Conn) -> StoreResult<Vec<(EventStatus, i64)>> {
     Ok(with_conn!(conn, c => dsl::webhook_events
         .group_by(dsl::status)
         .select((dsl::status, diesel::dsl::count_star()))

@@ -14,6 +14,7 @@
 //! calls with `LIMIT ?`, none with the same query unlimited; it was a fifth of the
 //! processor's CPU time. The lookups are by unique keys, so the limit bought nothing.
 
+mod blocking;
 pub mod checkouts;
 pub mod customers;
 pub mod events;
@@ -32,6 +33,8 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use blocking::{BackgroundThread, JobError};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -133,6 +136,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A closure given to [`Pool::run`] or [`Pool::run_on`] panicked or was lost.
+    #[error("{0}")]
+    Task(String),
+    /// The [`BackgroundThread`] a closure was sent to has stopped.
+    #[error("the background thread has stopped")]
+    ThreadStopped,
 }
 
 impl StoreError {
@@ -385,13 +394,6 @@ impl Pool {
         };
         Ok(applied)
     }
-
-    /// `SELECT 1`: is the database reachable right now?
-    pub fn ping(&self) -> StoreResult<()> {
-        let mut conn = self.get()?;
-        with_conn!(&mut conn, c => c.batch_execute("SELECT 1"))?;
-        Ok(())
-    }
 }
 
 fn create_parent_dir(path: &Path) -> StoreResult<()> {
@@ -407,6 +409,12 @@ fn create_parent_dir(path: &Path) -> StoreResult<()> {
 }
 
 impl Conn {
+    /// `SELECT 1`: does the database answer on this connection?
+    pub fn ping(&mut self) -> StoreResult<()> {
+        with_conn!(self, c => c.batch_execute("SELECT 1"))?;
+        Ok(())
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }

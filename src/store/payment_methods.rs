@@ -4,32 +4,8 @@ use diesel::prelude::*;
 
 use super::schema::payment_methods::{self, dsl};
 use super::{Conn, StoreResult};
+use crate::domain::cards::{self, PaymentMethodStatus};
 use crate::with_conn;
-
-/// Lifecycle of a local card record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentMethodStatus {
-    /// Named by an event; not (yet) known to be attached to a customer.
-    Seen,
-    Attached,
-    /// Attached and the customer's default.
-    Default,
-    /// Replaced as the customer's card by a newer one (still attached at Stripe).
-    Superseded,
-    Detached,
-}
-
-impl PaymentMethodStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Seen => "seen",
-            Self::Attached => "attached",
-            Self::Default => "default",
-            Self::Superseded => "superseded",
-            Self::Detached => "detached",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = payment_methods, treat_none_as_null = true)]
@@ -44,7 +20,7 @@ pub struct PaymentMethodRow {
     pub exp_year: Option<i32>,
     pub fingerprint: Option<String>,
     pub billing_email: Option<String>,
-    pub status: String,
+    pub status: PaymentMethodStatus,
     /// Stripe time of the latest attach seen.
     pub attached_at: Option<i64>,
     /// Stripe time of the latest detach seen.
@@ -69,7 +45,7 @@ impl PaymentMethodRow {
             exp_year: None,
             fingerprint: None,
             billing_email: None,
-            status: PaymentMethodStatus::Seen.as_str().to_owned(),
+            status: PaymentMethodStatus::Seen,
             attached_at: None,
             detached_at: None,
             created_at: now,
@@ -78,13 +54,16 @@ impl PaymentMethodRow {
         }
     }
 
-    /// Whether Stripe's latest word is that it is detached (attach/detach may arrive in
-    /// either order, so the later Stripe time wins).
+    /// Whether Stripe's latest word is that it is detached (see [`cards::is_detached`]).
     pub fn is_detached(&self) -> bool {
-        match (self.attached_at, self.detached_at) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(a), Some(d)) => d >= a,
+        cards::is_detached(self.attached_at, self.detached_at)
+    }
+
+    /// The card as the saved-card ordering sees it.
+    pub fn saved(&self) -> cards::Saved<'_> {
+        cards::Saved {
+            id: &self.id,
+            saved_at: self.saved_at,
         }
     }
 }
@@ -97,21 +76,6 @@ pub fn find_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<Paym
         .optional())?)
 }
 
-/// The record, locked for the transaction on PostgreSQL (SQLite has one writer anyway).
-pub fn lock_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<PaymentMethodRow>> {
-    macro_rules! query {
-        () => {
-            dsl::payment_methods
-                .find(id)
-                .select(PaymentMethodRow::as_select())
-        };
-    }
-    Ok(match conn {
-        Conn::Sqlite(c) => query!().get_result(&mut **c).optional()?,
-        Conn::Postgres(c) => query!().for_update().get_result(&mut **c).optional()?,
-    })
-}
-
 /// Inserts the record unless one with its id exists; returns whether it inserted.
 pub fn insert_payment_method_if_absent(
     conn: &mut Conn,
@@ -122,19 +86,6 @@ pub fn insert_payment_method_if_absent(
         .on_conflict_do_nothing()
         .execute(c))?;
     Ok(n == 1)
-}
-
-impl PaymentMethodRow {
-    /// Orders saved cards: newest Stripe time first wins, and on a tie (one-second
-    /// resolution) the id decides, so every worker, whatever it saw first, picks the same card.
-    pub fn saved_key(&self) -> (Option<i64>, &str) {
-        (self.saved_at, &self.id)
-    }
-}
-
-/// Whether `card` is the newest saved card among itself and `others`.
-pub fn is_newest_saved(card: &PaymentMethodRow, others: &[PaymentMethodRow]) -> bool {
-    others.iter().all(|o| o.saved_key() <= card.saved_key())
 }
 
 /// Inserts or overwrites the whole record.
@@ -155,8 +106,21 @@ pub fn list_customer_payment_methods(
 ) -> StoreResult<Vec<PaymentMethodRow>> {
     Ok(with_conn!(conn, c => dsl::payment_methods
         .filter(dsl::customer_id.eq(customer_id))
-        .filter(dsl::status.ne(PaymentMethodStatus::Detached.as_str()))
+        .filter(dsl::status.ne(PaymentMethodStatus::Detached))
         .order((dsl::created_at.asc(), dsl::id.asc()))
         .select(PaymentMethodRow::as_select())
         .load(c))?)
+}
+
+/// Sets one card's status (and nothing else: a concurrent writer's details stay).
+pub fn set_payment_method_status(
+    conn: &mut Conn,
+    id: &str,
+    status: PaymentMethodStatus,
+    now: i64,
+) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::payment_methods.find(id))
+        .set((dsl::status.eq(status), dsl::updated_at.eq(now)))
+        .execute(c))?;
+    Ok(())
 }

@@ -73,9 +73,6 @@ diesel::table! {
         last_error_message -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
-        card_status -> Nullable<Text>,
-        card_error_code -> Nullable<Text>,
-        card_error -> Nullable<Text>,
     }
 }
 
@@ -96,13 +93,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    stripe_actions (id) {
+    outbox (id) {
         id -> BigInt,
         kind -> Text,
         idempotency_key -> Text,
+        lane -> Nullable<Text>,
         checkout_id -> Nullable<Text>,
-        customer_id -> Nullable<BigInt>,
-        payment_method_id -> Text,
+        data -> Text,
         status -> Text,
         step -> Text,
         attempts -> Integer,
@@ -117,11 +114,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbox_attempts (id) {
+        id -> BigInt,
+        item_id -> BigInt,
+        step -> Text,
+        started_at_ms -> BigInt,
+        duration_ms -> BigInt,
+        outcome -> Text,
+        status_code -> Nullable<Integer>,
+        error_code -> Nullable<Text>,
+        error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(checkout_transitions -> checkouts (checkout_id));
 diesel::joinable!(checkouts -> customers (customer_id));
 diesel::joinable!(payment_methods -> customers (customer_id));
-diesel::joinable!(stripe_actions -> checkouts (checkout_id));
-diesel::joinable!(stripe_actions -> customers (customer_id));
+diesel::joinable!(outbox -> checkouts (checkout_id));
+diesel::joinable!(outbox_attempts -> outbox (item_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     webhook_events,
@@ -129,5 +140,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     payment_methods,
     checkouts,
     checkout_transitions,
-    stripe_actions,
+    outbox,
+    outbox_attempts,
 );

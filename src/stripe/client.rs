@@ -17,10 +17,6 @@ use stripe_payment::payment_method::{
 };
 use stripe_shared::{ApiErrorsCode, PaymentMethod};
 
-/// Default per-attempt budget. Stripe's own SDKs allow 80s, but a webhook worker holding
-/// a lock that long is worse than timing out and retrying with the same key.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub struct StripeApi {
     client: Client,
     base_url: String,
@@ -37,7 +33,8 @@ impl fmt::Debug for StripeApi {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardDetails {
+/// A payment method as payhook reads it back from Stripe.
+pub struct PaymentMethodSummary {
     pub id: String,
     pub customer: Option<String>,
     pub kind: String,
@@ -58,9 +55,6 @@ pub enum ApiError {
         status: Option<u16>,
         code: Option<String>,
         message: String,
-        /// Always `None` today: async-stripe drops response headers on errors, so
-        /// `Retry-After` / `Stripe-Should-Retry` never reach us; the caller's backoff rules.
-        retry_after: Option<Duration>,
     },
     /// Will fail the same way again: 4xx other than above.
     #[error("permanent Stripe error (status {status:?}, code {code:?}): {message}")]
@@ -72,8 +66,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ApiError::Retryable { .. })
+    /// The HTTP status Stripe answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Retryable { status, .. } | Self::Permanent { status, .. } => *status,
+        }
+    }
+
+    /// Stripe's error code (`card_declined`, `resource_missing`, …), if it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Retryable { code, .. } | Self::Permanent { code, .. } => code.as_deref(),
+        }
     }
 
     fn local(message: impl Into<String>) -> Self {
@@ -87,7 +91,6 @@ impl ApiError {
                 status,
                 code,
                 message,
-                retry_after: None,
             }
         } else {
             ApiError::Permanent {
@@ -189,9 +192,9 @@ fn strategy(idempotency_key: &str) -> Result<RequestStrategy, ApiError> {
     Ok(RequestStrategy::Idempotent(key))
 }
 
-fn card_details(pm: PaymentMethod) -> CardDetails {
+fn card_details(pm: PaymentMethod) -> PaymentMethodSummary {
     let card = pm.card.as_ref();
-    CardDetails {
+    PaymentMethodSummary {
         id: pm.id.as_str().to_owned(),
         customer: pm.customer.as_ref().map(|c| c.id().as_str().to_owned()),
         kind: pm.type_.as_str().to_owned(),
@@ -205,17 +208,9 @@ fn card_details(pm: PaymentMethod) -> CardDetails {
 }
 
 impl StripeApi {
-    /// base_url e.g. "https://api.stripe.com" or "http://127.0.0.1:12111"; secret key sk_...
-    pub fn new(secret_key: &str, base_url: &str) -> Result<Self, ApiError> {
-        Self::with_timeout(secret_key, base_url, REQUEST_TIMEOUT)
-    }
-
-    /// Like [`StripeApi::new`] with another per-request timeout (tests use a short one).
-    pub fn with_timeout(
-        secret_key: &str,
-        base_url: &str,
-        timeout: Duration,
-    ) -> Result<Self, ApiError> {
+    /// base_url e.g. "https://api.stripe.com" or "http://127.0.0.1:12111"; secret key sk_...;
+    /// `timeout` bounds each request (tests use a short one).
+    pub fn new(secret_key: &str, base_url: &str, timeout: Duration) -> Result<Self, ApiError> {
         if secret_key.trim().is_empty() || secret_key.trim() != secret_key {
             return Err(ApiError::local(
                 "Stripe secret key is empty or has surrounding whitespace",
@@ -262,7 +257,7 @@ impl StripeApi {
         idempotency_key: &str,
         payment_method_id: &str,
         customer_id: &str,
-    ) -> Result<CardDetails, ApiError> {
+    ) -> Result<PaymentMethodSummary, ApiError> {
         check_id("payment_method_id", payment_method_id)?;
         check_id("customer_id", customer_id)?;
         let pm = AttachPaymentMethod::new(payment_method_id)
@@ -298,7 +293,7 @@ impl StripeApi {
     pub async fn retrieve_payment_method(
         &self,
         payment_method_id: &str,
-    ) -> Result<CardDetails, ApiError> {
+    ) -> Result<PaymentMethodSummary, ApiError> {
         check_id("payment_method_id", payment_method_id)?;
         let pm = RetrievePaymentMethod::new(payment_method_id)
             .customize()
@@ -328,7 +323,7 @@ impl StripeApi {
     pub async fn list_card_payment_methods(
         &self,
         customer_id: &str,
-    ) -> Result<Vec<CardDetails>, ApiError> {
+    ) -> Result<Vec<PaymentMethodSummary>, ApiError> {
         check_id("customer_id", customer_id)?;
         let list = ListPaymentMethod::new()
             .customer(customer_id)

@@ -6,9 +6,11 @@
 //! - [`payload`]: typed views of intents and payment methods, and the handled event types (pure).
 //! - [`client`]: the Stripe API calls payhook makes, errors classified retryable or permanent.
 //! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
+//! - [`gateway`]: the client behind the token bucket: the way every call goes out.
 
 pub mod client;
 pub mod envelope;
+pub mod gateway;
 pub mod ids;
 mod json;
 pub mod payload;

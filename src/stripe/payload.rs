@@ -31,59 +31,59 @@ pub const SETUP_INTENT_EVENT_TYPES: [&str; 5] = [
 /// The event types payhook applies; everything else is stored and marked `ignored`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    IntentCreated,
-    IntentRequiresAction,
-    IntentProcessing,
-    IntentSucceeded,
-    IntentFailed,
-    IntentCanceled,
-    PaymentMethodAttached,
-    PaymentMethodDetached,
+    /// `payment_intent.*` or `setup_intent.*`: moves a checkout.
+    Intent(IntentEvent),
+    /// `payment_method.attached` / `payment_method.detached`.
+    PaymentMethod { attached: bool },
+}
+
+/// What happened to an intent, whichever kind of intent it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntentEvent {
+    Created,
+    RequiresAction,
+    Processing,
+    Succeeded,
+    Failed,
+    Canceled,
 }
 
 impl EventKind {
     pub fn from_type(event_type: &str) -> Option<Self> {
-        Some(match event_type {
-            "payment_intent.created" | "setup_intent.created" => Self::IntentCreated,
+        use IntentEvent::*;
+        let intent = |e| Some(Self::Intent(e));
+        match event_type {
+            "payment_intent.created" | "setup_intent.created" => intent(Created),
             "payment_intent.requires_action" | "setup_intent.requires_action" => {
-                Self::IntentRequiresAction
+                intent(RequiresAction)
             }
             // Stripe sends no setup_intent.processing today; accept it should it appear.
-            "payment_intent.processing" | "setup_intent.processing" => Self::IntentProcessing,
-            "payment_intent.succeeded" | "setup_intent.succeeded" => Self::IntentSucceeded,
-            "payment_intent.payment_failed" | "setup_intent.setup_failed" => Self::IntentFailed,
-            "payment_intent.canceled" | "setup_intent.canceled" => Self::IntentCanceled,
-            "payment_method.attached" => Self::PaymentMethodAttached,
-            "payment_method.detached" => Self::PaymentMethodDetached,
-            _ => return None,
-        })
+            "payment_intent.processing" | "setup_intent.processing" => intent(Processing),
+            "payment_intent.succeeded" | "setup_intent.succeeded" => intent(Succeeded),
+            "payment_intent.payment_failed" | "setup_intent.setup_failed" => intent(Failed),
+            "payment_intent.canceled" | "setup_intent.canceled" => intent(Canceled),
+            "payment_method.attached" => Some(Self::PaymentMethod { attached: true }),
+            "payment_method.detached" => Some(Self::PaymentMethod { attached: false }),
+            _ => None,
+        }
     }
+}
 
-    /// What an intent event asks of the checkout machine (`None` for payment-method events).
-    /// `authentication_required`: whether a failure's decline asks the customer to come back.
-    pub fn trigger(
-        self,
-        authentication_required: bool,
-    ) -> Option<crate::domain::checkout::Trigger> {
+impl IntentEvent {
+    /// What the event asks of the checkout machine. `authentication_required`: whether a
+    /// failure's decline asks the customer to come back.
+    pub fn trigger(self, authentication_required: bool) -> crate::domain::checkout::Trigger {
         use crate::domain::checkout::Trigger;
-        Some(match self {
-            Self::IntentCreated => Trigger::Created,
-            Self::IntentRequiresAction => Trigger::RequiresAction,
-            Self::IntentProcessing => Trigger::Processing,
-            Self::IntentSucceeded => Trigger::Succeeded,
-            Self::IntentCanceled => Trigger::Canceled,
-            Self::IntentFailed => Trigger::Failed {
+        match self {
+            Self::Created => Trigger::Created,
+            Self::RequiresAction => Trigger::RequiresAction,
+            Self::Processing => Trigger::Processing,
+            Self::Succeeded => Trigger::Succeeded,
+            Self::Canceled => Trigger::Canceled,
+            Self::Failed => Trigger::Failed {
                 authentication_required,
             },
-            Self::PaymentMethodAttached | Self::PaymentMethodDetached => return None,
-        })
-    }
-
-    pub fn is_intent(self) -> bool {
-        !matches!(
-            self,
-            Self::PaymentMethodAttached | Self::PaymentMethodDetached
-        )
+        }
     }
 }
 

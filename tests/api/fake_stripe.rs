@@ -131,7 +131,7 @@ pub fn event_for(event_id: &str, event_type: &str, object: &Value) -> Value {
 use std::time::{Duration, Instant};
 
 use payhook::config::{ApiKey, Config};
-use payhook::store::outbox::{self as actions, ActionRow};
+use payhook::store::outbox::{self, OutboxRow};
 
 use crate::helpers::{spawn_app_on, Backend, TestApp};
 
@@ -153,17 +153,17 @@ pub async fn spawn_stripe_app(backend: Backend, base_url: &str) -> TestApp {
     spawn_app_on(backend, |c| stripe_config(c, base_url)).await
 }
 
-pub fn action(app: &TestApp, key: &str) -> Option<ActionRow> {
-    app.with_conn(|c| actions::find_action_by_key(c, key).expect("query"))
+pub fn action(app: &TestApp, key: &str) -> Option<OutboxRow> {
+    app.with_conn(|c| outbox::find_item_by_key(c, key).expect("query"))
 }
 
 /// Waits (bounded) until the action `key` exists and has `status`.
-pub async fn wait_for_action(app: &TestApp, key: &str, status: &str) -> ActionRow {
+pub async fn wait_for_action(app: &TestApp, key: &str, status: &str) -> OutboxRow {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found = action(app, key);
         if let Some(a) = &found {
-            if a.status == status {
+            if a.status.as_str() == status {
                 return a.clone();
             }
         }
@@ -173,4 +173,36 @@ pub async fn wait_for_action(app: &TestApp, key: &str, status: &str) -> ActionRo
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The local customer a `save_card` item is for (from its data).
+pub fn item_customer(item: &OutboxRow) -> Option<i64> {
+    let data: Value = serde_json::from_str(&item.data).expect("item data is JSON");
+    data["customer_id"].as_i64()
+}
+
+/// The payment method a `save_card` item saves (from its data).
+pub fn item_payment_method(item: &OutboxRow) -> String {
+    let data: Value = serde_json::from_str(&item.data).expect("item data is JSON");
+    data["payment_method_id"]
+        .as_str()
+        .expect("payment_method_id")
+        .to_owned()
+}
+
+/// Every `save_card` item, oldest first.
+pub fn save_card_items(app: &TestApp) -> Vec<OutboxRow> {
+    app.with_conn(|c| outbox::list_items(c, payhook::outbox::save_card::KIND).expect("list"))
+}
+
+/// What became of the card of the checkout following `intent_id`: status, error code and
+/// error message (`None` when the checkout saves no card).
+pub fn card_of(app: &TestApp, intent_id: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let checkout = app.checkout(intent_id).expect("checkout exists");
+    app.with_conn(|c| payhook::outbox::save_card::card_outcome(c, &checkout.id).expect("query"))
+        .map(|card| (card.status.as_str().to_owned(), card.error_code, card.error))
+}
+
+pub fn card_status(app: &TestApp, intent_id: &str) -> Option<String> {
+    card_of(app, intent_id).map(|c| c.0)
 }

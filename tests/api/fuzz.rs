@@ -165,7 +165,7 @@ fn state_of(pool: &Pool, intent: &str) -> Option<String> {
     let mut conn = pool.get().expect("connection");
     find_checkout_by_intent(&mut conn, intent)
         .expect("query")
-        .map(|c| c.state)
+        .map(|c| c.state.to_string())
 }
 
 proptest! {

@@ -348,7 +348,10 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let counts = self.with_conn(|c| events::count_events_by_status(c).expect("counts"));
-            if !counts.iter().any(|(s, n)| s == "pending" && *n > 0) {
+            if !counts
+                .iter()
+                .any(|(s, n)| *s == events::EventStatus::Pending && *n > 0)
+            {
                 return;
             }
             assert!(
@@ -463,8 +466,8 @@ pub fn bytes(value: &Value) -> Vec<u8> {
 
 /// The state an intent event type asks for (a failure taken as a plain decline).
 pub fn target_of(event_type: &str) -> payhook::domain::checkout::CheckoutState {
-    payhook::stripe::payload::EventKind::from_type(event_type)
-        .and_then(|kind| kind.trigger(false))
-        .unwrap_or_else(|| panic!("{event_type} is not an intent event"))
-        .target()
+    match payhook::stripe::payload::EventKind::from_type(event_type) {
+        Some(payhook::stripe::payload::EventKind::Intent(kind)) => kind.trigger(false).target(),
+        _ => panic!("{event_type} is not an intent event"),
+    }
 }

@@ -3,12 +3,12 @@
 // A panic is the failure report in tests.
 #![allow(clippy::unwrap_used)]
 
-mod action_claims;
 mod admission;
 mod fake_stripe;
 mod fuzz;
 mod helpers;
 mod ordering;
+mod outbox_claims;
 mod pg_outage;
 mod processing;
 mod real_events;

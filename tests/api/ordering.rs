@@ -48,7 +48,7 @@ async fn every_pair_of_events_ends_in_the_same_state_in_both_orders(backend: Bac
             .unwrap()
             .state;
         assert_eq!(state_forward, state_backward, "{a}@{ta} / {b}@{tb}");
-        assert_eq!(state_forward, expected.as_str(), "{a}@{ta} / {b}@{tb}");
+        assert_eq!(state_forward, expected, "{a}@{ta} / {b}@{tb}");
         assert_eq!(
             app.transitions(forward).len(),
             2,
@@ -81,7 +81,7 @@ async fn the_setup_flow_in_reverse_order_ends_where_it_ends_in_order(backend: Ba
         .to_owned();
     let a = in_order.checkout(&intent).unwrap();
     let b = reversed.checkout(&intent).unwrap();
-    assert_eq!(a.state, "succeeded");
+    assert_eq!(a.state.as_str(), "succeeded");
     assert_eq!(
         (a.state.as_str(), a.state_event_id.as_deref()),
         (b.state.as_str(), b.state_event_id.as_deref())
@@ -90,7 +90,7 @@ async fn the_setup_flow_in_reverse_order_ends_where_it_ends_in_order(backend: Ba
     let refused = reversed
         .transitions(&intent)
         .iter()
-        .filter(|t| t.outcome == "refused")
+        .filter(|t| t.outcome.as_str() == "refused")
         .count();
     assert_eq!(refused, 3, "the three older events are refused as stale");
 }
@@ -108,8 +108,8 @@ async fn the_payment_flow_ends_succeeded_with_amount_currency_and_customer(backe
     }
     app.settle().await;
     let checkout = app.checkout("pi_3SWkCFLr8QmW2xNcEnQpP95l").unwrap();
-    assert_eq!(checkout.state, "succeeded");
-    assert_eq!(checkout.kind, "payment");
+    assert_eq!(checkout.state.as_str(), "succeeded");
+    assert_eq!(checkout.kind.as_str(), "payment");
     assert_eq!(checkout.amount, Some(4200));
     assert_eq!(checkout.currency.as_deref(), Some("eur"));
     assert_eq!(
@@ -133,13 +133,13 @@ async fn off_session_declines_are_never_lost(backend: Backend) {
     .await;
     app.settle().await;
     let auth = app.checkout("pi_3SWknKLr8QmW2xNcpnYeB8m4").unwrap();
-    assert_eq!(auth.state, "requires_action");
+    assert_eq!(auth.state.as_str(), "requires_action");
     assert_eq!(
         auth.last_error_code.as_deref(),
         Some("authentication_required")
     );
     let funds = app.checkout("pi_3SWkxiLr8QmW2xNc9pGd4t9w").unwrap();
-    assert_eq!(funds.state, "failed");
+    assert_eq!(funds.state.as_str(), "failed");
     assert_eq!(funds.decline_code.as_deref(), Some("insufficient_funds"));
     assert_eq!(funds.last_error_code.as_deref(), Some("card_declined"));
     let trail = app.transitions("pi_3SWkxiLr8QmW2xNc9pGd4t9w");
@@ -166,13 +166,13 @@ async fn a_stale_failure_after_success_is_refused_and_recorded(backend: Backend)
     .await;
     app.settle().await;
     let checkout = app.checkout("pi_stale").unwrap();
-    assert_eq!(checkout.state, "succeeded");
+    assert_eq!(checkout.state.as_str(), "succeeded");
     assert_eq!(
         checkout.last_error_code, None,
         "a refused event does not touch the error"
     );
     let trail = app.transitions("pi_stale");
-    assert_eq!(trail[1].outcome, "refused");
+    assert_eq!(trail[1].outcome.as_str(), "refused");
     assert_eq!(trail[1].reason.as_deref(), Some("final"));
     assert_eq!(
         trail[1].error_code.as_deref(),

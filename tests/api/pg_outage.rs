@@ -526,7 +526,7 @@ async fn a_stopped_postgres_gets_503_never_2xx_and_service_recovers_by_itself() 
         let observer = observer.clone();
         let unapplied = tokio::task::spawn_blocking(move || {
             (0..all)
-                .filter(|&n| stored(&observer, n).is_none_or(|e| e.status != "processed"))
+                .filter(|&n| stored(&observer, n).is_none_or(|e| e.status.as_str() != "processed"))
                 .collect::<Vec<_>>()
         })
         .await
@@ -544,7 +544,7 @@ async fn a_stopped_postgres_gets_503_never_2xx_and_service_recovers_by_itself() 
     // And through payhook's own pool: it too is whole again.
     for n in 0..all {
         let event = app.event(&event_id(n)).expect("stored");
-        assert_eq!(event.status, "processed", "event {n}");
+        assert_eq!(event.status.as_str(), "processed", "event {n}");
     }
     assert_eq!(app.count_events(), all as i64);
     println!(

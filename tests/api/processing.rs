@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use payhook::domain::checkout::{CheckoutState, TransitionOutcome};
 use payhook::store::events::requeue_dead_events;
 
 use std::sync::{Arc, Barrier};
@@ -19,7 +20,7 @@ async fn wait_for(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let event = app.event(event_id).expect("stored");
-        if event.status == status {
+        if event.status.as_str() == status {
             return event;
         }
         assert!(
@@ -56,7 +57,7 @@ async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued(ba
     assert_eq!(requeued, 1);
     // Nothing wakes the processor: its poll finds the requeued event.
     wait_for(&app, "evt_doomed", "processed").await;
-    assert_eq!(app.checkout("pi_doomed").unwrap().state, "pending");
+    assert_eq!(app.checkout("pi_doomed").unwrap().state.as_str(), "pending");
 }
 both_backends!(processing_failures_are_retried_with_backoff_then_dead_then_requeued);
 
@@ -82,7 +83,7 @@ async fn retries_wait_longer_each_time(backend: Backend) {
         "attempts {}",
         event.attempts
     );
-    assert_eq!(event.status, "pending");
+    assert_eq!(event.status.as_str(), "pending");
     assert!(event.next_attempt_at_ms > payhook::store::now_ms() - 1000);
 }
 both_backends!(retries_wait_longer_each_time);
@@ -108,17 +109,17 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(bac
     )))
     .await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app.checkout("pi_abandoned").map(|c| c.state) != Some("expired".into()) {
+    while app.checkout("pi_abandoned").map(|c| c.state) != Some(CheckoutState::Expired) {
         assert!(Instant::now() < deadline, "never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        app.checkout("pi_inflight").unwrap().state,
+        app.checkout("pi_inflight").unwrap().state.as_str(),
         "processing",
         "money in flight does not expire"
     );
     let trail = app.transitions("pi_abandoned");
-    assert_eq!(trail.last().unwrap().to_state, "expired");
+    assert_eq!(trail.last().unwrap().to_state.as_str(), "expired");
     assert_eq!(trail.last().unwrap().event_id, None);
 
     app.deliver(&bytes(&intent_event(
@@ -137,7 +138,7 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(bac
     .await;
     app.settle().await;
     let checkout = app.checkout("pi_abandoned").unwrap();
-    assert_eq!(checkout.state, "succeeded");
+    assert_eq!(checkout.state.as_str(), "succeeded");
     let trail = app.transitions("pi_abandoned");
     assert_eq!(
         trail[trail.len() - 2].reason.as_deref(),
@@ -244,16 +245,20 @@ async fn a_batch_cut_short_by_waiting_writers_leaves_the_rest_for_the_next(backe
         let checkout = find_checkout_by_intent(&mut conn, &format!("pi_cut_{intent}"))
             .expect("query")
             .expect("checkout");
-        assert_eq!(checkout.state, "succeeded");
+        assert_eq!(checkout.state.as_str(), "succeeded");
         let trail: Vec<_> = list_transitions(&mut conn, &checkout.id)
             .expect("query")
             .into_iter()
             .map(|t| (t.to_state, t.outcome))
             .collect();
-        let applied_in_order: Vec<_> = ["pending", "processing", "succeeded"]
-            .into_iter()
-            .map(|s| (s.to_owned(), "applied".to_owned()))
-            .collect();
+        let applied_in_order: Vec<_> = [
+            CheckoutState::Pending,
+            CheckoutState::Processing,
+            CheckoutState::Succeeded,
+        ]
+        .into_iter()
+        .map(|s| (s, TransitionOutcome::Applied))
+        .collect();
         assert_eq!(trail, applied_in_order, "once each, in Stripe order");
     }
 }

@@ -74,7 +74,8 @@ async fn every_real_stripe_event_is_accepted_and_applied(backend: Backend) {
         match expected_state(event_type, &payload) {
             Some(state) if handled && !event_type.ends_with("amount_capturable_updated") => {
                 assert_eq!(
-                    stored.status, "processed",
+                    stored.status.as_str(),
+                    "processed",
                     "{name}: {:?}",
                     stored.last_error
                 );
@@ -82,11 +83,12 @@ async fn every_real_stripe_event_is_accepted_and_applied(backend: Backend) {
                 let checkout = app
                     .checkout(intent)
                     .unwrap_or_else(|| panic!("{name}: no checkout"));
-                assert_eq!(checkout.state, state, "{name}");
+                assert_eq!(checkout.state.as_str(), state, "{name}");
             }
             _ if event_type.starts_with("payment_method.") => {
                 assert_eq!(
-                    stored.status, "processed",
+                    stored.status.as_str(),
+                    "processed",
                     "{name}: {:?}",
                     stored.last_error
                 );
@@ -99,7 +101,7 @@ async fn every_real_stripe_event_is_accepted_and_applied(backend: Backend) {
                 let detached = event_type.ends_with("detached");
                 assert_eq!(row.is_detached(), detached, "{name}");
             }
-            _ => assert_eq!(stored.status, "ignored", "{name}"),
+            _ => assert_eq!(stored.status.as_str(), "ignored", "{name}"),
         }
     }
     eprintln!("{} real Stripe events accepted and applied", files.len());

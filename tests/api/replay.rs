@@ -24,10 +24,17 @@ async fn replaying_every_fixture_applies_each_flow(backend: Backend) {
         ("pi_3SWknKLr8QmW2xNcpnYeB8m4", "requires_action"),
         ("pi_3SWkxiLr8QmW2xNc9pGd4t9w", "failed"),
     ] {
-        assert_eq!(app.checkout(intent).unwrap().state, state, "{intent}");
+        assert_eq!(
+            app.checkout(intent).unwrap().state.as_str(),
+            state,
+            "{intent}"
+        );
     }
     assert_eq!(
-        app.event("evt_1SWkp5Lr8QmW2xNcEktTIRUn").unwrap().status,
+        app.event("evt_1SWkp5Lr8QmW2xNcEktTIRUn")
+            .unwrap()
+            .status
+            .as_str(),
         "ignored"
     );
 }

@@ -20,6 +20,7 @@
 //! PostgreSQL only (several processes on one SQLite file is not a supported deployment).
 //! Figures are printed to stderr; run with `--nocapture` to see them.
 
+use payhook::store::events::EventStatus;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +33,7 @@ use diesel::sql_types::{BigInt, Text};
 use futures_util::StreamExt;
 use payhook::domain::checkout::{self, CheckoutState};
 use payhook::store::customers::{self, CustomerRow};
-use payhook::store::outbox::ActionRow;
+use payhook::store::outbox::OutboxRow;
 use payhook::store::{now_secs, Conn, DatabaseUrl, Pool, PoolOptions};
 use payhook::stripe::signature;
 use rand::seq::SliceRandom;
@@ -497,19 +498,21 @@ async fn wait_until_settled(pool: &Pool, started: Instant) -> Settled {
             let mut conn = pool.get().unwrap();
             (
                 payhook::store::events::count_events_by_status(&mut conn).unwrap(),
-                payhook::store::outbox::list_actions(&mut conn).unwrap(),
+                payhook::store::outbox::list_items(&mut conn, payhook::outbox::save_card::KIND)
+                    .unwrap(),
             )
         };
         let pending_events: Vec<_> = counts
             .into_iter()
-            .filter(|(s, n)| s == "pending" && *n > 0)
+            .filter(|(s, n)| *s == EventStatus::Pending && *n > 0)
+            .map(|(s, n)| (s.to_string(), n))
             .collect();
         if pending_events.is_empty() {
             events_at.get_or_insert_with(|| started.elapsed());
         }
         let pending_actions: Vec<_> = actions
             .into_iter()
-            .filter(|a| a.status == "pending")
+            .filter(|a| a.status.as_str() == "pending")
             .map(|a| (a.id, a.step))
             .collect();
         let settled = pending_events.is_empty() && pending_actions.is_empty();
@@ -551,7 +554,7 @@ fn count_leased_by(conn: &mut diesel::PgConnection, pid: u32) -> i64 {
         n: i64,
     }
     diesel::sql_query(
-        "SELECT count(*) AS n FROM stripe_actions \
+        "SELECT count(*) AS n FROM outbox \
          WHERE status = 'pending' AND locked_by LIKE $1",
     )
     .bind::<Text, _>(format!("{pid}-%"))
@@ -666,7 +669,7 @@ fn verify_checkouts(conn: &mut Conn, unique: &[Generated], acknowledged: &HashSe
 /// The outbox, the local customers and the fake Stripe's state once everything settled.
 #[derive(Default)]
 struct SideEffects {
-    actions: Vec<ActionRow>,
+    actions: Vec<OutboxRow>,
     /// Local customers of the card users, by `customer_ref`.
     local: HashMap<String, CustomerRow>,
     /// Every customer at the fake.
@@ -681,7 +684,8 @@ struct SideEffects {
 
 impl SideEffects {
     async fn collect(fake: &FakeStripe, conn: &mut Conn, cards: &[CardIntent]) -> Self {
-        let actions = payhook::store::outbox::list_actions(conn).unwrap();
+        let actions =
+            payhook::store::outbox::list_items(conn, payhook::outbox::save_card::KIND).unwrap();
         let mut local = HashMap::new();
         for card in cards {
             if let Some(found) = customers::find_customer_by_ref(conn, &card.user).unwrap() {
@@ -749,7 +753,11 @@ impl SideEffects {
         if !checked {
             return "Stripe side effects not checked (no fake Stripe)".to_owned();
         }
-        let done = self.actions.iter().filter(|a| a.status == "done").count();
+        let done = self
+            .actions
+            .iter()
+            .filter(|a| a.status.as_str() == "done")
+            .count();
         let retries: i64 = self.actions.iter().map(|a| i64::from(a.attempts)).sum();
         let detached = self.owner.values().filter(|o| o.is_none()).count();
         format!(
@@ -768,16 +776,13 @@ impl SideEffects {
 /// whatever order the shuffled webhooks arrived in; and the local customers link those
 /// Stripe customers and that default.
 fn verify_side_effects(fx: &SideEffects, cards: &[CardIntent]) {
-    let mut by_pm: HashMap<&str, &ActionRow> = HashMap::new();
+    let mut by_pm: HashMap<String, &OutboxRow> = HashMap::new();
     for action in &fx.actions {
-        assert_eq!(action.kind, "save_card", "{action:?}");
-        assert_eq!(action.status, "done", "{action:?}");
-        let twice = by_pm.insert(&action.payment_method_id, action);
-        assert!(
-            twice.is_none(),
-            "two actions save {}",
-            action.payment_method_id
-        );
+        assert_eq!(action.kind.as_str(), "save_card", "{action:?}");
+        assert_eq!(action.status.as_str(), "done", "{action:?}");
+        let pm = crate::fake_stripe::item_payment_method(action);
+        let twice = by_pm.insert(pm.clone(), action);
+        assert!(twice.is_none(), "two actions save {pm}");
     }
     assert_eq!(fx.actions.len(), cards.len(), "one action per card intent");
     for card in cards {

@@ -184,7 +184,8 @@ async fn the_schema_module_matches_the_migrations(backend: Backend) {
         declared!(payment_methods),
         declared!(checkouts),
         declared!(checkout_transitions),
-        declared!(stripe_actions),
+        declared!(outbox),
+        declared!(outbox_attempts),
     ];
     tokio::task::spawn_blocking(move || {
         let pool = Pool::connect(&url, PoolOptions::default()).expect("connect");
@@ -216,13 +217,14 @@ both_backends!(the_schema_module_matches_the_migrations);
 /// forgot would silently keep its old value. Every field but the identity and `created_at`
 /// changes here, and the row read back must equal the row written.
 async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
+    use payhook::domain::checkout::{CheckoutKind, CheckoutState};
     use payhook::store::checkouts::{find_checkout, insert_checkout, update_checkout, CheckoutRow};
 
     let (_db, pool) = crate::helpers::fresh_pool(backend).await;
     let mut conn = pool.get().expect("connection");
     let original = CheckoutRow {
         id: "chk_update".into(),
-        kind: "payment_intent".into(),
+        kind: CheckoutKind::Payment,
         intent_id: "pi_update".into(),
         customer_id: None,
         stripe_customer_id: None,
@@ -230,7 +232,7 @@ async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
         amount: None,
         currency: None,
         setup_future_usage: None,
-        state: "pending".into(),
+        state: CheckoutState::Pending,
         state_event_id: None,
         state_event_created: 1,
         last_error_code: None,
@@ -238,9 +240,6 @@ async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
         last_error_message: None,
         created_at: 10,
         updated_at: 10,
-        card_status: None,
-        card_error_code: None,
-        card_error: None,
     };
     assert!(insert_checkout(&mut conn, &original).expect("insert"));
     use payhook::store::customers::{find_customer_by_ref, insert_customer, NewCustomer};
@@ -263,16 +262,13 @@ async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
         amount: Some(4200),
         currency: Some("eur".into()),
         setup_future_usage: Some("off_session".into()),
-        state: "failed".into(),
+        state: CheckoutState::Failed,
         state_event_id: Some("evt_update".into()),
         state_event_created: 2,
         last_error_code: Some("card_declined".into()),
         decline_code: Some("insufficient_funds".into()),
         last_error_message: Some("Your card has insufficient funds.".into()),
         updated_at: 20,
-        card_status: Some("failed".into()),
-        card_error_code: Some("card_declined".into()),
-        card_error: Some("declined".into()),
         ..original.clone()
     };
     update_checkout(&mut conn, &changed).expect("update");

@@ -183,10 +183,7 @@ async fn server_errors_are_retried_with_the_same_idempotency_key_until_stripe_an
     let expected = format!("payhook:customer:{}", local_customer_id(&app));
     assert_eq!(keys, vec![Some(expected); 3]);
     assert_eq!(
-        app.checkout("seti_500")
-            .expect("checkout")
-            .card_status
-            .as_deref(),
+        crate::fake_stripe::card_status(&app, "seti_500").as_deref(),
         Some("saved")
     );
 }
@@ -312,7 +309,7 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
     let stuck = {
         let pool = payhook::store::Pool::connect(&database, Default::default()).expect("pool");
         let mut conn = pool.get().expect("connection");
-        payhook::store::outbox::find_action_by_key(&mut conn, "save_card:seti_crash")
+        payhook::store::outbox::find_item_by_key(&mut conn, "save_card:seti_crash")
             .expect("query")
             .expect("action")
     };
@@ -364,14 +361,10 @@ async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retr
     assert_eq!(failed.last_error_code.as_deref(), Some("resource_missing"));
     assert_eq!(failed.attempts, 1, "not retried");
     assert_eq!(failed.step, "attach", "the customer step had completed");
-    let checkout = app.checkout("seti_gone").expect("checkout");
-    assert_eq!(checkout.card_status.as_deref(), Some("failed"));
-    assert_eq!(
-        checkout.card_error_code.as_deref(),
-        Some("resource_missing")
-    );
-    assert!(checkout
-        .card_error
+    let (status, code, error) = crate::fake_stripe::card_of(&app, "seti_gone").expect("card");
+    assert_eq!(status, "failed");
+    assert_eq!(code.as_deref(), Some("resource_missing"));
+    assert!(error
         .as_deref()
         .is_some_and(|m| m.contains("No such PaymentMethod")));
 
@@ -396,10 +389,7 @@ async fn a_permanent_error_fails_the_action_with_stripes_code_until_payhook_retr
     assert_eq!(done.last_error_code, None);
     assert_eq!(keys_of(&server, "POST", "/v1/customers").await.len(), 1);
     assert_eq!(
-        app.checkout("seti_gone")
-            .expect("checkout")
-            .card_status
-            .as_deref(),
+        crate::fake_stripe::card_status(&app, "seti_gone").as_deref(),
         Some("saved")
     );
 }
@@ -430,9 +420,8 @@ async fn retryable_errors_give_up_after_max_attempts_and_say_so(backend: Backend
         .is_some_and(|m| m.contains("http_503")));
     assert_eq!(keys_of(&server, "POST", "/v1/customers").await.len(), 3);
     assert_eq!(
-        app.checkout("seti_down")
-            .expect("checkout")
-            .card_error_code
+        crate::fake_stripe::card_of(&app, "seti_down")
+            .and_then(|c| c.1)
             .as_deref(),
         Some("retries_exhausted")
     );

@@ -9,7 +9,7 @@ use payhook::store::customers::{self, CustomerRow};
 use payhook::store::payment_methods::{self, PaymentMethodRow};
 use serde_json::Value;
 
-use crate::fake_stripe::{event_for, spawn_stripe_app, wait_for_action, FakeStripe};
+use crate::fake_stripe::{card_status, event_for, spawn_stripe_app, wait_for_action, FakeStripe};
 use crate::helpers::{both_backends, bytes, spawn_app_on, Backend, TestApp};
 
 fn id(v: &Value) -> String {
@@ -76,7 +76,7 @@ async fn assert_saved(fake: &FakeStripe, app: &TestApp, customer: &CustomerRow, 
     let card = local_card(app, &id(pm));
     assert_eq!(card.customer_id, Some(customer.id));
     assert_eq!(card.stripe_customer_id.as_deref(), Some(cus));
-    assert_eq!(card.status, "default");
+    assert_eq!(card.status.as_str(), "default");
     assert_eq!(card.brand.as_deref(), pm["card"]["brand"].as_str());
     assert_eq!(card.last4.as_deref(), pm["card"]["last4"].as_str());
     assert_eq!(card.exp_month, Some(12));
@@ -106,13 +106,16 @@ async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_
     let action = wait_for_action(&app, &format!("save_card:{}", id(&seti)), "done").await;
 
     let customer = local_customer_by_ref(&app, "user_ada");
-    assert_eq!(action.customer_id, Some(customer.id));
+    assert_eq!(
+        crate::fake_stripe::item_customer(&action),
+        Some(customer.id)
+    );
     assert_saved(&fake, &app, &customer, &pm).await;
     let cus = customer.stripe_customer_id.clone().expect("cus");
     let at_stripe = fake.get(&format!("/v1/customers/{cus}")).await;
     assert_eq!(at_stripe["metadata"]["customer_ref"], "user_ada");
     let chk = checkout(&app, &id(&seti));
-    assert_eq!(chk.card_status.as_deref(), Some("saved"));
+    assert_eq!(card_status(&app, &id(&seti)).as_deref(), Some("saved"));
     assert_eq!(chk.stripe_customer_id.as_deref(), Some(cus.as_str()));
 
     // A redelivery of the same event changes nothing and queues nothing.
@@ -123,7 +126,7 @@ async fn setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_
     )))
     .await;
     app.settle().await;
-    let actions = app.with_conn(|c| payhook::store::outbox::list_actions(c).expect("list"));
+    let actions = crate::fake_stripe::save_card_items(&app);
     assert_eq!(actions.len(), 1);
 }
 both_backends!(setup_intent_saved_card_is_attached_and_default_at_stripe_and_recorded_locally);
@@ -177,10 +180,7 @@ async fn payment_intent_with_setup_future_usage_saves_the_card_on_its_customer(b
         local_card(&app, &id(&pm)).brand.as_deref(),
         Some("mastercard")
     );
-    assert_eq!(
-        checkout(&app, &id(&pi)).card_status.as_deref(),
-        Some("saved")
-    );
+    assert_eq!(card_status(&app, &id(&pi)).as_deref(), Some("saved"));
 }
 both_backends!(payment_intent_with_setup_future_usage_saves_the_card_on_its_customer);
 
@@ -191,10 +191,8 @@ async fn payment_intent_without_setup_future_usage_saves_nothing(backend: Backen
     event["data"]["object"]["payment_method"] = "pm_nosfu".into();
     app.deliver(&bytes(&event)).await;
     app.settle().await;
-    assert!(app
-        .with_conn(|c| payhook::store::outbox::list_actions(c).expect("list"))
-        .is_empty());
-    assert_eq!(checkout(&app, "pi_nosfu").card_status, None);
+    assert!(crate::fake_stripe::save_card_items(&app).is_empty());
+    assert_eq!(card_status(&app, "pi_nosfu"), None);
 }
 both_backends!(payment_intent_without_setup_future_usage_saves_nothing);
 
@@ -221,9 +219,12 @@ async fn a_newer_card_supersedes_the_previous_one_and_a_repeated_card_detaches_i
     }
     let customer = local_customer_by_ref(&app, "user_cy");
     assert_saved(&fake, &app, &customer, &saved[2]).await;
-    assert_eq!(local_card(&app, &id(&saved[1])).status, "superseded");
+    assert_eq!(
+        local_card(&app, &id(&saved[1])).status.as_str(),
+        "superseded"
+    );
     let older_copy = local_card(&app, &id(&saved[0]));
-    assert_eq!(older_copy.status, "detached");
+    assert_eq!(older_copy.status.as_str(), "detached");
     assert!(older_copy.detached_at.is_some());
 
     let cus = customer.stripe_customer_id.expect("cus");
@@ -355,10 +356,10 @@ async fn a_card_attached_to_another_customer_fails_with_the_reason_on_the_checko
         action.last_error_code.as_deref(),
         Some("payment_method_attached_to_other_customer")
     );
-    let chk = checkout(&app, &id(&seti));
-    assert_eq!(chk.card_status.as_deref(), Some("failed"));
+    let (status, code, _) = crate::fake_stripe::card_of(&app, &id(&seti)).expect("card");
+    assert_eq!(status, "failed");
     assert_eq!(
-        chk.card_error_code.as_deref(),
+        code.as_deref(),
         Some("payment_method_attached_to_other_customer")
     );
     let pm_at_stripe = fake.get(&format!("/v1/payment_methods/{}", id(&pm))).await;
@@ -379,11 +380,11 @@ async fn without_a_secret_key_events_apply_and_actions_wait(backend: Backend) {
     app.settle().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let action = crate::fake_stripe::action(&app, "save_card:seti_nokey").expect("queued");
-    assert_eq!(action.status, "pending");
+    assert_eq!(action.status.as_str(), "pending");
     assert_eq!(action.step, "resolve");
     let chk = checkout(&app, "seti_nokey");
-    assert_eq!(chk.state, "succeeded");
-    assert_eq!(chk.card_status.as_deref(), Some("pending"));
+    assert_eq!(chk.state.as_str(), "succeeded");
+    assert_eq!(card_status(&app, "seti_nokey").as_deref(), Some("pending"));
 }
 both_backends!(without_a_secret_key_events_apply_and_actions_wait);
 
@@ -433,10 +434,10 @@ async fn payment_method_events_keep_card_records_in_step_with_changes_made_elsew
     app.settle().await;
 
     let other_row = local_card(&app, &id(&other));
-    assert_eq!(other_row.status, "attached");
+    assert_eq!(other_row.status.as_str(), "attached");
     assert_eq!(other_row.customer_id, Some(customer.id));
     assert_eq!(other_row.last4.as_deref(), Some("4444"));
-    assert_eq!(local_card(&app, &id(&pm)).status, "detached");
+    assert_eq!(local_card(&app, &id(&pm)).status.as_str(), "detached");
     let customer = local_customer_by_ref(&app, "user_gil");
     assert_eq!(
         customer.default_payment_method_id, None,
@@ -468,7 +469,10 @@ async fn metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows(bac
     app.deliver(&bytes(&event)).await;
     app.settle().await;
     let action = crate::fake_stripe::action(&app, "save_card:seti_by_chk").expect("queued");
-    assert_eq!(action.customer_id, Some(customer.id));
+    assert_eq!(
+        crate::fake_stripe::item_customer(&action),
+        Some(customer.id)
+    );
 }
 both_backends!(metadata_checkout_id_names_the_customer_of_a_checkout_payhook_knows);
 
@@ -499,8 +503,11 @@ async fn a_card_saved_earlier_but_delivered_last_does_not_take_the_default(backe
     }
     let customer = local_customer_by_ref(&app, "user_late");
     assert_saved(&fake, &app, &customer, &saved[0]).await;
-    assert_eq!(local_card(&app, &id(&saved[1])).status, "detached");
-    assert_eq!(local_card(&app, &id(&saved[2])).status, "superseded");
+    assert_eq!(local_card(&app, &id(&saved[1])).status.as_str(), "detached");
+    assert_eq!(
+        local_card(&app, &id(&saved[2])).status.as_str(),
+        "superseded"
+    );
     let cus = customer.stripe_customer_id.expect("cus");
     let listed = fake
         .get(&format!("/v1/payment_methods?customer={cus}&type=card"))

@@ -99,7 +99,7 @@ fn pending(pool: &Pool) -> i64 {
     events::count_events_by_status(&mut conn)
         .expect("counts")
         .into_iter()
-        .filter(|(s, _)| s == "pending")
+        .filter(|(s, _)| s.as_str() == "pending")
         .map(|(_, n)| n)
         .sum()
 }
@@ -232,7 +232,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_event_and_half_applies_nothing()
                 events::find_event(&mut conn, id)
                     .expect("query")
                     .is_some_and(|e| {
-                        assert_eq!(e.status, "processed", "event {id}");
+                        assert_eq!(e.status.as_str(), "processed", "event {id}");
                         true
                     })
             })
@@ -261,7 +261,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_event_and_half_applies_nothing()
         audited += trail.len();
         let last_applied = trail
             .iter()
-            .filter(|t| t.outcome == "applied")
+            .filter(|t| t.outcome.as_str() == "applied")
             .max_by_key(|t| t.id)
             .expect("an applied transition");
         assert_eq!(checkout.state, last_applied.to_state, "{intent}");
@@ -375,7 +375,7 @@ async fn an_unavailable_database_gets_503_never_2xx_and_service_recovers_by_itse
     app.settle().await;
     for n in 0..20 {
         let event = app.event(&format!("evt_outage{n:03}")).expect("stored");
-        assert_eq!(event.status, "processed");
+        assert_eq!(event.status.as_str(), "processed");
     }
     println!(
         "outage: {refused} deliveries answered 503 (0 acknowledged without storage), lock wait {waited:?}, \

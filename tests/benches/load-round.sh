@@ -84,7 +84,7 @@ case "$mode" in
     # 100 000 events and applied none.
     sqlite3 "$db" "UPDATE webhook_events SET status = 'pending', attempts = 0, processed_at = NULL,
       last_error = NULL, next_attempt_at_ms = 0; DELETE FROM checkout_transitions;
-      DELETE FROM stripe_actions; DELETE FROM checkouts; DELETE FROM payment_methods;
+      DELETE FROM outbox_attempts; DELETE FROM outbox; DELETE FROM checkouts; DELETE FROM payment_methods;
       DELETE FROM customers; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
     echo "pending before start: $(pending)"
     sync

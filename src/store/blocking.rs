@@ -1,4 +1,13 @@
-//! A dedicated OS thread, at reduced CPU priority, for background database work.
+//! The one way from async code to blocking database work.
+//!
+//! diesel is synchronous, so every database call from async code goes through here:
+//! [`Pool::run`] runs a closure on a pooled connection on tokio's blocking threads (HTTP
+//! handlers, the outbox runner, the sweeper), and [`Pool::run_on`] runs one on a
+//! [`BackgroundThread`] of its own (the processor). Either way a panic in the closure comes
+//! back as [`StoreError::Task`] instead of unwinding into the caller, and the caller's task is
+//! never blocked.
+//!
+//! # The background thread
 //!
 //! Acknowledging deliveries fast is what keeps Stripe from retrying (and so from doubling the
 //! load), while applying events can lag a little without harm. When both want the CPU, the
@@ -14,6 +23,51 @@ use std::sync::mpsc;
 
 use log::{debug, warn};
 use tokio::sync::oneshot;
+
+use super::{Conn, Pool, StoreError, StoreResult};
+
+impl Pool {
+    /// Runs `f` on a pooled connection on tokio's blocking threads.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.clone();
+        match tokio::task::spawn_blocking(move || pool.get().and_then(|mut conn| f(&mut conn)))
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Task(format!("database task failed: {e}"))),
+        }
+    }
+
+    /// Runs `f`, which takes its own connections (e.g. through [`Pool::write`]), on tokio's
+    /// blocking threads.
+    pub async fn run_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pool) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.clone();
+        match tokio::task::spawn_blocking(move || f(&pool)).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Task(format!("database task failed: {e}"))),
+        }
+    }
+
+    /// Runs `f`, which takes its own connections, on `thread`.
+    pub async fn run_on<T: Send + 'static>(
+        &self,
+        thread: &BackgroundThread,
+        f: impl FnOnce(&Pool) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.clone();
+        match thread.run(move || f(&pool)).await {
+            Ok(result) => result,
+            Err(JobError::Stopped) => Err(StoreError::ThreadStopped),
+            Err(e @ JobError::Panicked) => Err(StoreError::Task(e.to_string())),
+        }
+    }
+}
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -1,0 +1,277 @@
+//! `payment_intent.*` and `setup_intent.*`: move the intent's checkout through the state
+//! machine, record the transition or the refusal, and queue the card to save.
+
+use log::{info, warn};
+
+use super::customers;
+use super::payment_methods::record_payment_method;
+use super::Applied;
+use crate::domain::checkout::{self, CheckoutState, Decision, TransitionOutcome, Trigger};
+use crate::domain::customer::{ByEmail, Names};
+use crate::outbox::save_card;
+use crate::store::checkouts::{self as checkout_store, CheckoutRow, NewTransition};
+use crate::store::customers::CustomerRow;
+use crate::store::events::WebhookEvent;
+use crate::store::payment_methods::{self, PaymentMethodRow};
+use crate::store::{Conn, StoreError, StoreResult};
+use crate::stripe::ids::IntentId;
+use crate::stripe::payload::{IntentEvent, IntentView};
+
+fn trigger_for(kind: IntentEvent, view: &IntentView) -> Trigger {
+    kind.trigger(checkout::is_authentication_required(
+        view.error.code.as_deref(),
+        view.error.decline_code.as_deref(),
+    ))
+}
+
+fn new_checkout_id() -> String {
+    format!("chk_{:032x}", rand::random::<u128>())
+}
+
+pub(super) fn apply_intent_event(
+    conn: &mut Conn,
+    event: &WebhookEvent,
+    kind: IntentEvent,
+    view: &IntentView,
+    now: i64,
+) -> StoreResult<Applied> {
+    let customer = customers::resolve(
+        conn,
+        Names {
+            stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
+            customer_ref: view.customer_ref.as_deref(),
+            email: None,
+        },
+        ByEmail::FindOnly,
+        now,
+    )?;
+    if let Some(pm) = &view.error_payment_method {
+        record_payment_method(conn, pm, customer.as_ref(), None, now)?;
+    } else if let Some(pm_id) = &view.payment_method {
+        if payment_methods::find_payment_method(conn, pm_id.as_str())?.is_none() {
+            let mut row = PaymentMethodRow::new(pm_id.as_str(), now);
+            row.customer_id = customer.as_ref().map(|c| c.id);
+            row.stripe_customer_id = view.customer.as_ref().map(|c| c.to_string());
+            // If-absent: a concurrent payment_method.* event may be recording the details
+            // right now, and this bare row must not overwrite them.
+            payment_methods::insert_payment_method_if_absent(conn, &row)?;
+        }
+    }
+
+    let target = trigger_for(kind, view).target();
+    let created = event.created;
+    // Twice at most: a second look only follows a checkout created concurrently, and then
+    // finds it.
+    let mut attempt = 0;
+    let (row, current, decision, save_card) = loop {
+        attempt += 1;
+        let existing = checkout_store::find_checkout_by_intent(conn, view.id.as_str())?;
+        let current = existing.as_ref().map(CheckoutRow::current);
+        let mut row = existing.unwrap_or_else(|| blank_checkout(view, target, now));
+        let decision = checkout::decide(current, target, created);
+        fill_details(&mut row, view, customer.as_ref());
+        if let Decision::Apply { to, warning, .. } = decision {
+            if let Some(w) = warning {
+                warn!(
+                    "checkout {} ({}): {w}; event {}",
+                    row.id, row.intent_id, event.id
+                );
+            }
+            move_to(&mut row, to, event, view, now);
+        }
+        let save_card = match decision {
+            Decision::Apply { to, .. } => wants_saved_card(to, view, &row),
+            Decision::Refuse { .. } => None,
+        };
+        if current.is_none() {
+            // Another instance may have created the checkout since we looked (on PostgreSQL the
+            // insert waited for its transaction to commit): decide again on top of that row,
+            // which the next look sees and locks.
+            if !checkout_store::insert_checkout(conn, &row)? {
+                if attempt < 2 {
+                    continue;
+                }
+                return Err(StoreError::Conflict(format!(
+                    "checkout for {} created concurrently",
+                    row.intent_id
+                )));
+            }
+        } else {
+            checkout_store::update_checkout(conn, &row)?;
+        }
+        break (row, current, decision, save_card);
+    };
+    let (outcome, reason) = match decision {
+        Decision::Apply { warning, .. } => (TransitionOutcome::Applied, warning),
+        Decision::Refuse { reason, .. } => (TransitionOutcome::Refused, Some(reason.as_str())),
+    };
+    checkout_store::insert_transition(
+        conn,
+        &NewTransition {
+            checkout_id: &row.id,
+            event_id: Some(&event.id),
+            from_state: current.map(|c| c.state),
+            to_state: target,
+            outcome,
+            reason,
+            error_code: view.error.code.as_deref(),
+            decline_code: view.error.decline_code.as_deref(),
+            event_created: Some(created),
+            at: now,
+        },
+    )?;
+    if let Some(pm_id) = save_card {
+        let customer_id = card_owner(conn, view, &row, customer.as_ref(), &pm_id, now)?;
+        save_card::enqueue(
+            conn,
+            &save_card::SaveCard {
+                intent_id: &row.intent_id,
+                checkout_id: &row.id,
+                payment_method_id: &pm_id,
+                customer_id,
+            },
+            now,
+        )?;
+    }
+    match decision {
+        Decision::Apply { from, to, .. } => info!(
+            "checkout {} ({}) {} -> {to} by {} ({})",
+            row.id,
+            row.intent_id,
+            from.map_or("new", CheckoutState::as_str),
+            event.id,
+            event.event_type
+        ),
+        Decision::Refuse { state, reason } => info!(
+            "checkout {} ({}) stays {state}: {} {} refused as {}",
+            row.id,
+            row.intent_id,
+            event.event_type,
+            event.id,
+            reason.as_str()
+        ),
+    }
+    Ok(Applied::Processed)
+}
+
+/// Details the payload names are kept whatever the decision: a stale event may still be the
+/// only one that says which customer or card the intent belongs to.
+fn fill_details(row: &mut CheckoutRow, view: &IntentView, customer: Option<&CustomerRow>) {
+    fill_if_missing(&mut row.customer_id, customer.map(|c| c.id));
+    fill_if_missing(
+        &mut row.stripe_customer_id,
+        view.customer.as_ref().map(|c| c.to_string()),
+    );
+    fill_if_missing(
+        &mut row.payment_method_id,
+        view.payment_method.as_ref().map(|p| p.to_string()),
+    );
+    fill_if_missing(&mut row.amount, view.amount);
+    fill_if_missing(&mut row.currency, view.currency.clone());
+    fill_if_missing(&mut row.setup_future_usage, view.setup_future_usage.clone());
+}
+
+/// The checkout takes the event's state, and the event's details become current.
+fn move_to(
+    row: &mut CheckoutRow,
+    to: CheckoutState,
+    event: &WebhookEvent,
+    view: &IntentView,
+    now: i64,
+) {
+    row.state = to;
+    row.state_event_id = Some(event.id.clone());
+    row.state_event_created = event.created;
+    // The error fields describe the event that set the current state, so they end the same
+    // whatever order events came in; every event's error stays in the trail.
+    row.last_error_code = view.error.code.clone();
+    row.decline_code = view.error.decline_code.clone();
+    row.last_error_message = view.error.message.clone();
+    if let Some(pm) = &view.payment_method {
+        row.payment_method_id = Some(pm.to_string());
+    }
+    if view.amount.is_some() {
+        row.amount = view.amount;
+    }
+    row.updated_at = now;
+}
+
+/// The payment method to save when an applied transition asks for it: a succeeded
+/// SetupIntent, or a succeeded PaymentIntent with `setup_future_usage`, whose payment method
+/// is known. Refused transitions (a redelivered or stale `succeeded`) never get here.
+fn wants_saved_card(to: CheckoutState, view: &IntentView, row: &CheckoutRow) -> Option<String> {
+    if to != CheckoutState::Succeeded {
+        return None;
+    }
+    let saves = match view.id {
+        IntentId::Setup(_) => true,
+        IntentId::Payment(_) => row.setup_future_usage.is_some(),
+    };
+    if !saves {
+        return None;
+    }
+    view.payment_method
+        .as_ref()
+        .map(|p| p.to_string())
+        .or_else(|| row.payment_method_id.clone())
+}
+
+/// Who the saved card belongs to, as far as the local data says: the intent's customer (its
+/// Stripe `customer` or `customer_ref`), else the customer of the checkout its metadata
+/// `checkout_id` names, else the customer with the card's billing email. `None` leaves the
+/// save_card work to resolve it from the billing email Stripe reports.
+fn card_owner(
+    conn: &mut Conn,
+    view: &IntentView,
+    row: &CheckoutRow,
+    customer: Option<&CustomerRow>,
+    payment_method_id: &str,
+    now: i64,
+) -> StoreResult<Option<i64>> {
+    if let Some(id) = customer.map(|c| c.id).or(row.customer_id) {
+        return Ok(Some(id));
+    }
+    if let Some(other) = view.checkout_ref.as_deref().filter(|r| *r != row.id) {
+        if let Some(id) = checkout_store::find_checkout(conn, other)?.and_then(|c| c.customer_id) {
+            return Ok(Some(id));
+        }
+    }
+    let email = payment_methods::find_payment_method(conn, payment_method_id)?
+        .and_then(|pm| pm.billing_email);
+    let Some(email) = email else {
+        return Ok(None);
+    };
+    let names = Names {
+        email: Some(&email),
+        ..Names::default()
+    };
+    Ok(customers::resolve(conn, names, ByEmail::FindOnly, now)?.map(|c| c.id))
+}
+
+fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> CheckoutRow {
+    CheckoutRow {
+        id: new_checkout_id(),
+        kind: view.id.kind(),
+        intent_id: view.id.to_string(),
+        customer_id: None,
+        stripe_customer_id: None,
+        payment_method_id: None,
+        amount: None,
+        currency: None,
+        setup_future_usage: None,
+        state,
+        state_event_id: None,
+        state_event_created: i64::MIN,
+        last_error_code: None,
+        decline_code: None,
+        last_error_message: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn fill_if_missing<T>(slot: &mut Option<T>, value: Option<T>) {
+    if slot.is_none() {
+        *slot = value;
+    }
+}
