@@ -1,13 +1,33 @@
 //! `Stripe-Signature` parsing, verification and signing (pure: no I/O, no clock).
 //!
-//! Verification follows Stripe's official libraries: the header is
-//! `t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`; the expected signature is
+//! The header is `t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`; the expected signature is
 //! `hex(HMAC-SHA256(secret, "<t>.<raw body>"))` with the secret's full text (including
 //! `whsec_`) as the key. Any `v1` matching any configured secret is accepted, so a rotation
-//! (Stripe signs with the old and the new secret for up to 24 h) never drops an event.
-//! Other schemes (`v0`, future ones) are ignored. The signature is checked before the age so a
-//! forged request learns nothing about our clock, and a timestamp in the future is accepted,
-//! as stripe-node and stripe-python do. Comparison is constant-time.
+//! (Stripe signs with the old and the new secret for up to 24 h) never drops an event. The
+//! signature is checked before the age so a forged request learns nothing about our clock.
+//!
+//! # The same verdict as Stripe's official libraries
+//! A header passes here exactly when it passes both stripe-python
+//! (`stripe/_webhook.py`, `WebhookSignature.verify_header`) and stripe-node
+//! (`src/Webhooks.ts`, `signature.verifyHeader`), as read in stripe-python 16.1.0 and
+//! stripe-node 23.1.0; where the two disagree, it is refused.
+//! Being more lenient than the reference implementations would make this security check
+//! weaker than the one Stripe documents. Each rule below names the behaviour it mirrors;
+//! `tests/signature_parity.rs` runs both libraries (versions pinned in
+//! `.ci/signature-oracle/`) on the same cases and holds this module to it.
+//!
+//! It is stricter than both libraries only on input Stripe never sends, where mirroring would
+//! take a reimplementation of Python's `int()` and JavaScript's number formatting:
+//! - a `t` value that is not plain ASCII digits (`+5`, ` 5`, `5 `, `-5`, `0_0`, `٥`), or is above
+//!   2^53 − 1, even where both libraries happen to read the same number from it;
+//! - a first and a last `t` with different values (stripe-python signs the first, stripe-node
+//!   the last; both pass only when the header carries a `v1` over each);
+//! - a body that starts with a UTF-8 byte-order mark (stripe-node drops it before signing,
+//!   stripe-python keeps it; both pass only when the header carries a `v1` over each text);
+//! - a clock exactly on a whole second at age == tolerance (see [`verify`]).
+//!
+//! Outside this module, the HTTP layer also refuses header bytes outside visible ASCII,
+//! which the libraries would read as Latin-1; Stripe's headers are ASCII.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -19,6 +39,19 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The length of a hex-encoded SHA-256 MAC.
 const SIGNATURE_HEX_LEN: usize = 64;
+
+/// `Number.MAX_SAFE_INTEGER`. Above it stripe-node's `parseInt` rounds `t` to a nearby double
+/// and signs that double's text (`9007199254740993` → `9007199254740992`, `1e21` →
+/// `1e+21`), while stripe-python signs the exact integer.
+const MAX_TIMESTAMP: i64 = (1 << 53) - 1;
+
+/// Python's `int()` refuses strings of more digits than this (the default
+/// `sys.get_int_max_str_digits()` since 3.11), leading zeros included; stripe-python then
+/// rejects the header.
+const MAX_TIMESTAMP_DIGITS: usize = 4300;
+
+/// The UTF-8 byte-order mark, which stripe-node's `TextDecoder` drops from the body.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Each way a delivery can fail verification; the HTTP layer names the kind in its 400 body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,47 +81,136 @@ impl SignatureError {
     }
 }
 
-/// A parsed header: the timestamp and the decoded `v1` signatures.
+/// A parsed header: the timestamp both libraries sign, and the `v1` values they compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignatureHeader {
+pub struct SignatureHeader<'a> {
     pub timestamp: i64,
-    pub v1: Vec<[u8; 32]>,
+    /// The `v1` values, in header order, that stripe-python reaches (see [`parse_header`]);
+    /// never empty. They are compared as text, so only lower-case hex can match.
+    pub v1: Vec<&'a str>,
 }
 
-/// Parses a `Stripe-Signature` header value.
+/// Parses a `Stripe-Signature` header value as both official libraries do.
 ///
-/// Malformed `v1` values are skipped rather than fatal, like the official libraries: one
-/// garbage entry must not hide a valid signature next to it.
-pub fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
-    let mut timestamp = None;
+/// A `v1` value that is not a signature (short, long, upper-case, not hex) is kept: it simply
+/// matches nothing, as in both libraries, and one garbage entry does not hide a valid
+/// signature next to it.
+pub fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
+    // Both: an empty header is reported as no header at all.
+    if header.is_empty() {
+        return Err(SignatureError::MissingHeader);
+    }
+    let mut first_t = None;
+    let mut last_t = None;
     let mut v1 = Vec::new();
+    let mut has_non_ascii_v1 = false;
+    // Both split on every `,` and compare keys byte-exact with nothing trimmed, so ` v1`,
+    // `V1`, `v1 ` or `T` are unknown schemes, ignored like `v0`.
     for item in header.split(',') {
-        let Some((key, value)) = item.trim().split_once('=') else {
-            continue;
-        };
+        let (key, value) = split_item(item);
         match key {
             "t" => {
-                timestamp = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| SignatureError::MalformedHeader)?,
-                )
+                // stripe-python takes `item.split("=", 2)[1]` of every `t` item, which raises
+                // IndexError on an item without `=`.
+                let value = value.ok_or(SignatureError::MalformedHeader)?;
+                // stripe-python signs the first `t`, stripe-node the last (each `t` item
+                // overwrites the one before); what lies between is read by neither.
+                first_t.get_or_insert(value);
+                last_t = Some(value);
             }
             "v1" => {
-                let mut sig = [0u8; 32];
-                if value.len() == SIGNATURE_HEX_LEN && hex::decode_to_slice(value, &mut sig).is_ok()
-                {
-                    v1.push(sig);
+                // stripe-python: IndexError as for `t`; stripe-node: `secureCompare` throws
+                // "must receive two arguments" on a missing (`undefined`) or empty value.
+                let value = value
+                    .filter(|v| !v.is_empty())
+                    .ok_or(SignatureError::MalformedHeader)?;
+                if !value.is_ascii() {
+                    // stripe-node compares every value: equal UTF-16 length first, then
+                    // `crypto.timingSafeEqual` on the UTF-8 bytes, which throws when a
+                    // non-ASCII value made them differ.
+                    if value.encode_utf16().count() == SIGNATURE_HEX_LEN {
+                        return Err(SignatureError::MalformedHeader);
+                    }
+                    // stripe-python compares in order and stops at the first match;
+                    // `hmac.compare_digest` raises TypeError on a non-ASCII string, so values
+                    // from here on count only if an earlier one matched.
+                    has_non_ascii_v1 = true;
+                } else if !has_non_ascii_v1 {
+                    v1.push(value);
                 }
             }
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::MalformedHeader)?;
+    // Both refuse a header without `t` (stripe-python: IndexError; stripe-node: timestamp
+    // stays -1) before looking at the signatures.
+    let (Some(first_t), Some(last_t)) = (first_t, last_t) else {
+        return Err(SignatureError::MalformedHeader);
+    };
+    let timestamp = parse_timestamp(first_t)?;
+    // Stricter than the libraries (module docs): both pass a header whose first and last `t`
+    // differ only if it carries a `v1` over each, which Stripe never sends.
+    if parse_timestamp(last_t)? != timestamp {
+        return Err(SignatureError::MalformedHeader);
+    }
     if v1.is_empty() {
+        // No `v1` at all (both: "No signatures found with expected scheme"), or only values
+        // behind a non-ASCII one, which stripe-python never reaches.
         return Err(SignatureError::NoV1Signature);
     }
     Ok(SignatureHeader { timestamp, v1 })
+}
+
+/// Splits one header item as both libraries do: the key is the text before the first `=`,
+/// the value the text between the first and the second `=` (stripe-python
+/// `item.split("=", 2)[1]`, stripe-node `item.split('=')[1]`), `None` without any `=`.
+fn split_item(item: &str) -> (&str, Option<&str>) {
+    match item.split_once('=') {
+        Some((key, rest)) => (
+            key,
+            Some(rest.split_once('=').map_or(rest, |(value, _)| value)),
+        ),
+        None => (item, None),
+    }
+}
+
+/// Reads a `t` value: plain ASCII digits, leading zeros allowed, at most 2^53 − 1.
+///
+/// stripe-python reads `t` with `int()`, which also takes surrounding whitespace, a sign,
+/// `_` between digits and non-ASCII digits; stripe-node with `parseInt(t, 10)`, which takes
+/// leading whitespace and a sign and stops at the first other character (`1_7` is 1, `abc`
+/// is NaN, and the header is then signed over `"NaN."`). On plain digits they read the same
+/// number; on anything else they often do not, and Stripe sends plain digits. Leading zeros
+/// are fine: both sign the number's own text (`%d`, `${n}`), which is what [`verify`] signs.
+fn parse_timestamp(text: &str) -> Result<i64, SignatureError> {
+    if text.is_empty()
+        || text.len() > MAX_TIMESTAMP_DIGITS
+        || !text.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(SignatureError::MalformedHeader);
+    }
+    // Leading zeros are skipped so that a long run of them cannot overflow the parse.
+    let digits = text.trim_start_matches('0');
+    let value = if digits.is_empty() {
+        0
+    } else {
+        digits
+            .parse::<i64>()
+            .map_err(|_| SignatureError::MalformedHeader)?
+    };
+    if value > MAX_TIMESTAMP {
+        return Err(SignatureError::MalformedHeader);
+    }
+    Ok(value)
+}
+
+/// True for a secret both libraries refuse before computing anything: empty or only
+/// `[ \t\r\n\f\v]` (stripe-python `secret.strip(" \t\r\n\f\v") == ""`, stripe-node
+/// `isBlankWebhookSecret`).
+fn is_blank(secret: &str) -> bool {
+    secret
+        .bytes()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\x0b'))
 }
 
 fn mac(secret: &[u8], timestamp: i64, payload: &[u8]) -> HmacSha256 {
@@ -104,6 +226,9 @@ fn mac(secret: &[u8], timestamp: i64, payload: &[u8]) -> HmacSha256 {
 ///
 /// Returns the index of the secret that matched, so operators can see when a rotation is
 /// complete (no delivery matches the old secret any more).
+///
+/// `now` is whole seconds, the floor of a clock that has a fraction; see the age check below
+/// for why that matters at the tolerance boundary.
 pub fn verify(
     payload: &[u8],
     header: Option<&str>,
@@ -112,21 +237,39 @@ pub fn verify(
     now: i64,
 ) -> Result<usize, SignatureError> {
     let header = parse_header(header.ok_or(SignatureError::MissingHeader)?)?;
+    // stripe-python decodes the body as strict UTF-8 and raises on anything else; stripe-node
+    // decodes it with `TextDecoder`, which replaces invalid bytes and drops a leading BOM.
+    // Both sign the raw bytes only when they are UTF-8 without a BOM (module docs).
+    if payload.starts_with(UTF8_BOM) || std::str::from_utf8(payload).is_err() {
+        return Err(SignatureError::NoMatch);
+    }
     let mut matched = None;
     for (index, secret) in secrets.iter().enumerate() {
-        let expected = mac(secret.expose().as_bytes(), header.timestamp, payload)
-            .finalize()
-            .into_bytes();
+        if is_blank(secret.expose()) {
+            continue;
+        }
+        // Both compare each `v1` as a string with the lower-case hex of the HMAC.
+        let expected = sign(payload, secret.expose(), header.timestamp);
         // Every candidate is compared, even after a match, so timing does not reveal which
-        // secret or which v1 entry matched.
+        // secret or which v1 entry matched. `ct_eq` answers a length difference at once (the
+        // length of a signature is public) and compares equal lengths in constant time.
         for candidate in &header.v1 {
-            if bool::from(expected.as_slice().ct_eq(candidate)) && matched.is_none() {
+            if bool::from(candidate.as_bytes().ct_eq(expected.as_bytes())) && matched.is_none() {
                 matched = Some(index);
             }
         }
     }
     let index = matched.ok_or(SignatureError::NoMatch)?;
-    if tolerance_secs > 0 && now.saturating_sub(header.timestamp) > tolerance_secs {
+    // The age, after the signature. Future timestamps pass in both libraries.
+    // stripe-node: stale when `tolerance > 0 && floor(clock) - t > tolerance`.
+    // stripe-python: stale when `tolerance and t < clock - tolerance`, with the fractional
+    // clock `time.time()`; with `now = floor(clock)` and the clock past the second's start,
+    // that is `now - t >= tolerance`. Python's rule is the stricter of the two, so it is the
+    // intersection: at age == tolerance the delivery is refused (both libraries would accept
+    // it only at an instant exactly on the second), a tolerance of 0 disables the check, and
+    // a negative one, which disables only stripe-node's check, refuses all but future
+    // timestamps.
+    if tolerance_secs != 0 && now.saturating_sub(header.timestamp) >= tolerance_secs {
         return Err(SignatureError::StaleTimestamp);
     }
     Ok(index)
@@ -160,6 +303,15 @@ mod tests {
             .collect()
     }
 
+    /// The verdict on `header` for BODY, one secret, a 300 s tolerance, at NOW.
+    fn check(header: &str) -> Result<usize, SignatureError> {
+        verify(BODY, Some(header), &secrets(&[SECRET]), 300, NOW)
+    }
+
+    fn good() -> String {
+        sign(BODY, SECRET, NOW)
+    }
+
     #[test]
     fn signature_matches_stripes_published_algorithm() {
         // Independent computation with the documented recipe: HMAC-SHA256 over "t.payload".
@@ -174,23 +326,221 @@ mod tests {
 
     #[test]
     fn a_valid_signature_is_accepted() {
-        let header = header_for(BODY, SECRET, NOW);
+        assert_eq!(check(&header_for(BODY, SECRET, NOW)), Ok(0));
+    }
+
+    #[test]
+    fn a_space_after_a_comma_hides_the_v1_signature() {
+        // Reported: both libraries read the key " v1", an unknown scheme.
         assert_eq!(
-            verify(BODY, Some(&header), &secrets(&[SECRET]), 300, NOW),
+            check(&format!("t={NOW}, v1={}", good())),
+            Err(SignatureError::NoV1Signature)
+        );
+    }
+
+    #[test]
+    fn upper_case_hex_matches_nothing() {
+        // Reported: both libraries compare strings with the lower-case hex.
+        assert_eq!(
+            check(&format!("t={NOW},v1={}", good().to_uppercase())),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn keys_and_values_are_read_byte_exact() {
+        let g = good();
+        for (header, expected) in [
+            (format!(" t={NOW},v1={g}"), SignatureError::MalformedHeader),
+            (format!("T={NOW},v1={g}"), SignatureError::MalformedHeader),
+            (format!("t={NOW} ,v1={g}"), SignatureError::MalformedHeader),
+            (format!("t={NOW},\tv1={g}"), SignatureError::NoV1Signature),
+            (format!("t={NOW},V1={g}"), SignatureError::NoV1Signature),
+            (format!("t={NOW},v1 ={g}"), SignatureError::NoV1Signature),
+            (format!("t={NOW},v1= {g}"), SignatureError::NoMatch),
+            (format!("t={NOW},v1={g} "), SignatureError::NoMatch),
+        ] {
+            assert_eq!(check(&header), Err(expected), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_ends_at_the_second_equals_sign() {
+        let g = good();
+        assert_eq!(check(&format!("t={NOW}=5,v1={g}=extra")), Ok(0));
+        assert_eq!(check(&format!("t={NOW},v1={g}==")), Ok(0));
+    }
+
+    #[test]
+    fn a_t_or_v1_item_without_a_value_refuses_the_header() {
+        let g = good();
+        for header in [
+            format!("t={NOW},v1={g},t"),
+            format!("t={NOW},v1={g},v1"),
+            format!("t={NOW},v1={g},v1="),
+            format!("t={NOW},v1={g},v1==x"),
+            format!("t=,v1={g}"),
+        ] {
+            assert_eq!(
+                check(&header),
+                Err(SignatureError::MalformedHeader),
+                "{header:?}"
+            );
+        }
+        // Empty items and other bare keys are ignored by both libraries.
+        assert_eq!(check(&format!(",t={NOW},,v1={g},v0,x,")), Ok(0));
+    }
+
+    #[test]
+    fn t_must_be_plain_ascii_digits() {
+        // Each is signed over the number the text means, which does not make it acceptable.
+        for (t, number) in [
+            (format!("+{NOW}"), NOW),
+            (format!(" {NOW}"), NOW),
+            (format!("{NOW} "), NOW),
+            (format!("{NOW}\t"), NOW),
+            ("1_700_000_000".to_owned(), NOW),
+            ("١٧٠٠٠٠٠٠٠٠".to_owned(), NOW),
+            (format!("{NOW}.0"), NOW),
+            ("0x10".to_owned(), 16),
+            ("-0".to_owned(), 0),
+            ("-5".to_owned(), -5),
+            ("abc".to_owned(), 0),
+        ] {
+            let header = format!("t={t},v1={}", sign(BODY, SECRET, number));
+            assert_eq!(
+                verify(BODY, Some(&header), &secrets(&[SECRET]), 0, NOW),
+                Err(SignatureError::MalformedHeader),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn leading_zeros_are_read_and_the_number_is_signed() {
+        assert_eq!(check(&format!("t=000{NOW},v1={}", good())), Ok(0));
+        // Signed over the text as written, it matches nothing.
+        let mut literal = HmacSha256::new_from_slice(SECRET.as_bytes()).unwrap();
+        literal.update(format!("000{NOW}.").as_bytes());
+        literal.update(BODY);
+        let literal = hex::encode(literal.finalize().into_bytes());
+        assert_eq!(
+            check(&format!("t=000{NOW},v1={literal}")),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn t_above_2_pow_53_minus_1_is_refused() {
+        let at = |t: i64| {
+            let header = format!("t={t},v1={}", sign(BODY, SECRET, t));
+            verify(BODY, Some(&header), &secrets(&[SECRET]), 300, NOW)
+        };
+        assert_eq!(at(MAX_TIMESTAMP), Ok(0), "a future timestamp passes");
+        assert_eq!(at(MAX_TIMESTAMP + 1), Err(SignatureError::MalformedHeader));
+        assert_eq!(at(i64::MAX), Err(SignatureError::MalformedHeader));
+        assert_eq!(
+            check(&format!("t={},v1={}", "9".repeat(30), good())),
+            Err(SignatureError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn t_longer_than_pythons_int_limit_is_refused() {
+        let padded = |len: usize| format!("{NOW:0>len$}");
+        assert_eq!(check(&format!("t={},v1={}", padded(4300), good())), Ok(0));
+        assert_eq!(
+            check(&format!("t={},v1={}", padded(4301), good())),
+            Err(SignatureError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn the_first_and_the_last_t_must_agree() {
+        let later = NOW + 1;
+        let both = format!(
+            "t={NOW},t={later},v1={},v1={}",
+            good(),
+            sign(BODY, SECRET, later)
+        );
+        assert_eq!(check(&both), Err(SignatureError::MalformedHeader));
+        // Neither library reads a `t` between the first and the last.
+        assert_eq!(
+            check(&format!("t={NOW},t=junk,t=0{NOW},v1={}", good())),
             Ok(0)
         );
     }
 
     #[test]
-    fn any_of_several_v1_signatures_may_match() {
-        let good = sign(BODY, SECRET, NOW);
-        let header = format!(
-            "t={NOW},v1={},v1={good},v0={}",
+    fn a_non_ascii_v1_value_counts_as_the_libraries_count_it() {
+        let g = good();
+        // stripe-python stops at it unless a match came first.
+        assert_eq!(
+            check(&format!("t={NOW},v1=é,v1={g}")),
+            Err(SignatureError::NoV1Signature)
+        );
+        assert_eq!(check(&format!("t={NOW},v1={g},v1=é")), Ok(0));
+        // stripe-node throws on one as long as a signature.
+        assert_eq!(
+            check(&format!("t={NOW},v1={g},v1={}", "é".repeat(64))),
+            Err(SignatureError::MalformedHeader)
+        );
+        // 32 astral characters are 64 UTF-16 units.
+        assert_eq!(
+            check(&format!("t={NOW},v1={g},v1={}", "😀".repeat(32))),
+            Err(SignatureError::MalformedHeader)
+        );
+    }
+
+    #[test]
+    fn v1_values_that_are_not_signatures_match_nothing() {
+        let g = good();
+        for bad in [
+            "zz".to_owned(),
+            g[..63].to_owned(),
+            format!("{g}0"),
+            format!("{}g", &g[..63]),
             "0".repeat(64),
+        ] {
+            assert_eq!(
+                check(&format!("t={NOW},v1={bad}")),
+                Err(SignatureError::NoMatch),
+                "{bad}"
+            );
+            assert_eq!(check(&format!("t={NOW},v1={bad},v1={g}")), Ok(0), "{bad}");
+        }
+    }
+
+    #[test]
+    fn any_of_several_v1_signatures_may_match() {
+        let header = format!(
+            "t={NOW},v1={},v1={},v0={}",
+            "0".repeat(64),
+            good(),
             "1".repeat(64)
         );
+        assert_eq!(check(&header), Ok(0));
+    }
+
+    #[test]
+    fn the_body_must_be_utf8_without_a_byte_order_mark() {
+        for body in [
+            [UTF8_BOM, BODY].concat(),
+            [BODY, b"\xff"].concat(),
+            b"\xed\xa0\x80".to_vec(),
+        ] {
+            let header = header_for(&body, SECRET, NOW);
+            assert_eq!(
+                verify(&body, Some(&header), &secrets(&[SECRET]), 300, NOW),
+                Err(SignatureError::NoMatch),
+                "{body:?}"
+            );
+        }
+        // A BOM later in the body is ordinary text.
+        let body = [BODY, UTF8_BOM].concat();
+        let header = header_for(&body, SECRET, NOW);
         assert_eq!(
-            verify(BODY, Some(&header), &secrets(&[SECRET]), 300, NOW),
+            verify(&body, Some(&header), &secrets(&[SECRET]), 300, NOW),
             Ok(0)
         );
     }
@@ -199,6 +549,18 @@ mod tests {
     fn rotated_secrets_report_which_one_matched() {
         let header = header_for(BODY, "whsec_new", NOW);
         let configured = secrets(&["whsec_old", "whsec_new"]);
+        assert_eq!(verify(BODY, Some(&header), &configured, 300, NOW), Ok(1));
+    }
+
+    #[test]
+    fn a_blank_secret_matches_nothing() {
+        let configured = secrets(&[" \t", SECRET]);
+        let header = header_for(BODY, " \t", NOW);
+        assert_eq!(
+            verify(BODY, Some(&header), &configured, 300, NOW),
+            Err(SignatureError::NoMatch)
+        );
+        let header = header_for(BODY, SECRET, NOW);
         assert_eq!(verify(BODY, Some(&header), &configured, 300, NOW), Ok(1));
     }
 
@@ -214,23 +576,46 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_older_than_the_tolerance_are_rejected_but_future_ones_are_not() {
-        let old = header_for(BODY, SECRET, NOW - 301);
+    fn timestamps_as_old_as_the_tolerance_are_rejected_but_future_ones_are_not() {
         assert_eq!(
-            verify(BODY, Some(&old), &secrets(&[SECRET]), 300, NOW),
+            check(&header_for(BODY, SECRET, NOW - 301)),
             Err(SignatureError::StaleTimestamp)
         );
-        let edge = header_for(BODY, SECRET, NOW - 300);
-        assert!(verify(BODY, Some(&edge), &secrets(&[SECRET]), 300, NOW).is_ok());
-        let future = header_for(BODY, SECRET, NOW + 3600);
-        assert!(verify(BODY, Some(&future), &secrets(&[SECRET]), 300, NOW).is_ok());
+        // The clock is past NOW's first instant, and stripe-python refuses there.
+        assert_eq!(
+            check(&header_for(BODY, SECRET, NOW - 300)),
+            Err(SignatureError::StaleTimestamp)
+        );
+        assert_eq!(check(&header_for(BODY, SECRET, NOW - 299)), Ok(0));
+        assert_eq!(check(&header_for(BODY, SECRET, NOW + 3600)), Ok(0));
+    }
+
+    #[test]
+    fn a_zero_tolerance_accepts_any_age() {
+        for t in [0, NOW - 86_400] {
+            let header = header_for(BODY, SECRET, t);
+            assert_eq!(
+                verify(BODY, Some(&header), &secrets(&[SECRET]), 0, NOW),
+                Ok(0)
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_tolerance_refuses_all_but_future_timestamps() {
+        let at = |t: i64| {
+            let header = header_for(BODY, SECRET, t);
+            verify(BODY, Some(&header), &secrets(&[SECRET]), -5, NOW)
+        };
+        assert_eq!(at(NOW), Err(SignatureError::StaleTimestamp));
+        assert_eq!(at(NOW + 5), Err(SignatureError::StaleTimestamp));
+        assert_eq!(at(NOW + 6), Ok(0));
     }
 
     #[test]
     fn the_signature_is_checked_before_the_age() {
-        let header = header_for(BODY, "whsec_other", NOW - 10_000);
         assert_eq!(
-            verify(BODY, Some(&header), &secrets(&[SECRET]), 300, NOW),
+            check(&header_for(BODY, "whsec_other", NOW - 10_000)),
             Err(SignatureError::NoMatch)
         );
     }
@@ -242,27 +627,20 @@ mod tests {
             verify(BODY, None, &s, 300, NOW),
             Err(SignatureError::MissingHeader)
         );
+        assert_eq!(check(""), Err(SignatureError::MissingHeader));
+        assert_eq!(check("garbage"), Err(SignatureError::MalformedHeader));
+        assert_eq!(check("t=abc,v1=00"), Err(SignatureError::MalformedHeader));
         assert_eq!(
-            verify(BODY, Some("garbage"), &s, 300, NOW),
+            check(&format!("v1={}", good())),
             Err(SignatureError::MalformedHeader)
         );
         assert_eq!(
-            verify(BODY, Some("t=abc,v1=00"), &s, 300, NOW),
-            Err(SignatureError::MalformedHeader)
-        );
-        assert_eq!(
-            verify(
-                BODY,
-                Some(&format!("t={NOW},v0={}", "a".repeat(64))),
-                &s,
-                300,
-                NOW
-            ),
+            check(&format!("t={NOW},v0={}", "a".repeat(64))),
             Err(SignatureError::NoV1Signature)
         );
         assert_eq!(
-            verify(BODY, Some(&format!("t={NOW},v1=zz")), &s, 300, NOW),
-            Err(SignatureError::NoV1Signature)
+            check(&format!("t={NOW},v1=zz")),
+            Err(SignatureError::NoMatch)
         );
     }
 
