@@ -1,6 +1,6 @@
 //! Differential test: payhook's `Stripe-Signature` verdict against Stripe's official libraries.
 //!
-//! `payhook::signature::verify` must accept a case exactly when stripe-python and stripe-node
+//! `payhook::stripe::signature::verify` must accept a case exactly when stripe-python and stripe-node
 //! both accept it. Both libraries run for real (`.ci/signature-oracle/`, versions pinned, installed
 //! by `.ci/prepare`) on one corpus: hand-written cases, one per parsing detail where the two
 //! libraries or payhook could differ, each labelled with the verdicts the libraries are known to
@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use payhook::config::WebhookSecret;
-use payhook::signature::{sign, verify};
+use payhook::stripe::signature::{sign, verify};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -101,7 +101,7 @@ impl Case {
         .to_string()
     }
 
-    fn payhook(&self) -> Result<usize, payhook::signature::SignatureError> {
+    fn payhook(&self) -> Result<usize, payhook::stripe::signature::SignatureError> {
         let secrets: Vec<WebhookSecret> = self
             .secrets
             .iter()
@@ -460,7 +460,7 @@ fn plain_t(text: &str) -> Option<i64> {
 }
 
 /// Why payhook may refuse this case although both libraries accept it: the classes
-/// `payhook::signature` documents as deliberately stricter, which Stripe never sends.
+/// `payhook::stripe::signature` documents as deliberately stricter, which Stripe never sends.
 fn documented_stricter(case: &Case) -> Option<&'static str> {
     if case.payload.starts_with(BOM) {
         return Some("the body starts with a byte-order mark");
