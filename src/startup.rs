@@ -341,6 +341,19 @@ impl Drain {
         }
     }
 
+    /// When the earliest pending work (an event, or an outbox item of a kind this process
+    /// performs) is due, in unix milliseconds; `None` when nothing is pending.
+    pub async fn next_due_ms(&self) -> crate::store::StoreResult<Option<i64>> {
+        let kinds: Vec<&'static str> = self.runner.kinds().to_vec();
+        self.pool
+            .run(move |conn| {
+                let events = crate::store::events::next_pending_at_ms(conn)?;
+                let items = crate::store::outbox::next_pending_at_ms(conn, &kinds)?;
+                Ok(events.into_iter().chain(items).min())
+            })
+            .await
+    }
+
     /// Expires due checkouts now; returns how many.
     pub async fn sweep(&self, now: i64) -> crate::store::StoreResult<usize> {
         let expiry = self.processor.checkout_expiry.as_secs() as i64;

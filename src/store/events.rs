@@ -199,6 +199,14 @@ pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>
         .optional())?)
 }
 
+/// When the earliest pending event is due (unix milliseconds), if any is pending.
+pub fn next_pending_at_ms(conn: &mut Conn) -> StoreResult<Option<i64>> {
+    Ok(with_conn!(conn, c => dsl::webhook_events
+        .filter(dsl::status.eq(EventStatus::Pending))
+        .select(diesel::dsl::min(dsl::next_attempt_at_ms))
+        .get_result(c))?)
+}
+
 /// How many events are in each status.
 pub fn count_events_by_status(conn: &mut Conn) -> StoreResult<Vec<(EventStatus, i64)>> {
     Ok(with_conn!(conn, c => dsl::webhook_events

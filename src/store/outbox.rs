@@ -324,6 +324,17 @@ pub fn requeue_failed_items(conn: &mut Conn, kinds: &[&str]) -> StoreResult<Vec<
     Ok(failed)
 }
 
+/// When the earliest pending item of `kinds` is due (unix milliseconds; a leased item when
+/// its lease ends), if any is pending.
+pub fn next_pending_at_ms(conn: &mut Conn, kinds: &[&str]) -> StoreResult<Option<i64>> {
+    let due: Vec<(i64, i64)> = with_conn!(conn, c => dsl::outbox
+        .filter(dsl::status.eq(OutboxStatus::Pending))
+        .filter(dsl::kind.eq_any(kinds))
+        .select((dsl::next_attempt_at_ms, dsl::locked_until_ms))
+        .load(c))?;
+    Ok(due.into_iter().map(|(next, lease)| next.max(lease)).min())
+}
+
 /// How many items of `kinds` are in each status.
 pub fn count_items_by_status(
     conn: &mut Conn,

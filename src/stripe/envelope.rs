@@ -203,3 +203,86 @@ mod tests {
         assert_eq!(env.object_type.as_deref(), Some("payment_intent"));
     }
 }
+
+/// Properties over generated bodies: the envelope parser sees attacker-controlled bytes.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// JSON values shaped like (broken) events: the envelope's keys with any value types.
+    fn event_like() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,12}".prop_map(Value::String),
+            "evt_[A-Za-z0-9]{0,12}".prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec![
+                            "id",
+                            "type",
+                            "created",
+                            "data",
+                            "object",
+                            "account",
+                            "livemode",
+                            "api_version",
+                            "x",
+                        ]),
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        });
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "id",
+                    "type",
+                    "created",
+                    "data",
+                    "api_version",
+                    "livemode",
+                    "account",
+                    "object",
+                ]),
+                value,
+            ),
+            0..8,
+        )
+        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn the_parser_never_panics_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_envelope(&body);
+        }
+
+        #[test]
+        fn the_parser_never_panics_on_event_shaped_json(event in event_like()) {
+            let body = serde_json::to_vec(&event).expect("serialize");
+            if let Ok(envelope) = parse_envelope(&body) {
+                // Whatever it accepts has the two required fields, as strings, in the JSON.
+                prop_assert_eq!(event["id"].as_str(), Some(envelope.id.as_str()));
+                prop_assert_eq!(event["type"].as_str(), Some(envelope.event_type.as_str()));
+            }
+        }
+    }
+}

@@ -128,7 +128,7 @@ pub fn event_for(event_id: &str, event_type: &str, object: &Value) -> Value {
 
 // --- apps wired to a Stripe API (the fake here, or a wiremock server) -------------------
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use payhook::config::{ApiKey, Config};
 use payhook::store::outbox::{self, OutboxRow};
@@ -157,22 +157,16 @@ pub fn action(app: &TestApp, key: &str) -> Option<OutboxRow> {
     app.with_conn(|c| outbox::find_item_by_key(c, key).expect("query"))
 }
 
-/// Waits (bounded) until the action `key` exists and has `status`.
+/// Settles the app, then returns the item `key`, which must have `status`.
 pub async fn wait_for_action(app: &TestApp, key: &str, status: &str) -> OutboxRow {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = action(app, key);
-        if let Some(a) = &found {
-            if a.status.as_str() == status {
-                return a.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "action {key} not {status}: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.settle().await;
+    let found = action(app, key).unwrap_or_else(|| panic!("no outbox item {key}"));
+    assert_eq!(
+        found.status.as_str(),
+        status,
+        "outbox item {key}: {found:?}"
+    );
+    found
 }
 
 /// The local customer a `save_card` item is for (from its data).

@@ -39,9 +39,10 @@ use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::Connection;
 use payhook::config::{parse_webhook_secrets, Config};
+use payhook::startup::{Drain, Workers};
 use payhook::store::checkouts::{self, CheckoutRow, TransitionRow};
 use payhook::store::events::{self, WebhookEvent};
-use payhook::store::{now_secs, DatabaseUrl, Pool};
+use payhook::store::{now_ms, now_secs, DatabaseUrl, Pool};
 use payhook::stripe::signature;
 use payhook::Application;
 use serde_json::{json, Value};
@@ -239,6 +240,8 @@ pub struct TestApp {
     pub pool: Pool,
     pub client: reqwest::Client,
     pub secret: String,
+    /// Runs the inbox and the outbox by hand (see [`TestApp::settle`]).
+    pub drain: Drain,
     handle: ServerHandle,
     // Last: dropped after the server is told to stop. `None` when the test owns the database
     // (see [`spawn_app_with_url`]).
@@ -271,25 +274,41 @@ pub fn test_config(database_url: DatabaseUrl) -> Config {
     config
 }
 
-/// Starts payhook on a fresh database of `backend`, after `customize` has its say.
+/// Starts payhook on a fresh database of `backend`, after `customize` has its say. Its
+/// background workers do not run: the test applies events and performs outbox work with
+/// [`TestApp::settle`], so it sees exactly the work it asked for, when it asks.
 pub async fn spawn_app_on(backend: Backend, customize: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(backend, Workers::Manual, customize).await
+}
+
+/// As [`spawn_app_on`], with the background workers running as in `payhook serve`: for tests
+/// of what those loops do by themselves (waking on commits, retrying, expiring).
+pub async fn spawn_app_with_workers(
+    backend: Backend,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn(backend, Workers::Background, customize).await
+}
+
+async fn spawn(backend: Backend, workers: Workers, customize: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
     let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
         .await
         .expect("creating the test database");
-    start_app(db.url(), Some(db), customize).await
+    start_app(db.url(), Some(db), workers, customize).await
 }
 
-/// Starts payhook on the database at `url`, which the test provides and outlives the app (a
-/// private PostgreSQL server it stops and starts, say). Otherwise as [`spawn_app_on`].
+/// Starts payhook, background workers running, on the database at `url`, which the test
+/// provides and outlives the app (a private PostgreSQL server it stops and starts, say).
 pub async fn spawn_app_with_url(url: DatabaseUrl, customize: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
-    start_app(url, None, customize).await
+    start_app(url, None, Workers::Background, customize).await
 }
 
 async fn start_app(
     url: DatabaseUrl,
     db: Option<TestDatabase>,
+    workers: Workers,
     customize: impl FnOnce(&mut Config),
 ) -> TestApp {
     let mut config = test_config(url);
@@ -300,16 +319,20 @@ async fn start_app(
         .expect("a secret")
         .expose()
         .to_owned();
-    let app = Application::build(config).await.expect("app builds");
+    let app = Application::build_with(config, workers)
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool();
     let handle = app.handle();
+    let drain = app.drain();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         pool,
         client: reqwest::Client::new(),
         secret,
+        drain,
         handle,
         _db: db,
     }
@@ -343,22 +366,22 @@ impl TestApp {
         serde_json::from_str(&text).expect("JSON answer")
     }
 
-    /// Waits (bounded) until no event is pending.
+    /// Applies every pending event and performs every pending outbox item (of the kinds
+    /// this app performs), including retries scheduled for later, until nothing is pending.
+    /// Waits only for what is scheduled: until the next retry is due (bounded: 30 s in all).
     pub async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let counts = self.with_conn(|c| events::count_events_by_status(c).expect("counts"));
-            if !counts
-                .iter()
-                .any(|(s, n)| *s == events::EventStatus::Pending && *n > 0)
-            {
+            self.drain.run_until_idle().await.expect("draining");
+            let Some(due) = self.drain.next_due_ms().await.expect("pending work") else {
                 return;
-            }
+            };
             assert!(
                 Instant::now() < deadline,
-                "events still pending: {counts:?}"
+                "work still pending, next due at {due} ms"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let wait = due.saturating_sub(now_ms()).clamp(1, 1000);
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
     }
 

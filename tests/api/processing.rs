@@ -9,29 +9,10 @@ use diesel::connection::SimpleConnection;
 use payhook::store::{Pool, PoolOptions, StoreResult};
 use payhook::with_conn;
 
-use crate::helpers::{both_backends, bytes, intent_event, spawn_app_on, Backend, TestApp};
+use crate::helpers::{
+    both_backends, bytes, intent_event, spawn_app_on, spawn_app_with_workers, Backend,
+};
 use crate::helpers::{fresh_pool, postgres_available_or_skip, stored_event, TestDatabase};
-
-async fn wait_for(
-    app: &TestApp,
-    event_id: &str,
-    status: &str,
-) -> payhook::store::events::WebhookEvent {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let event = app.event(event_id).expect("stored");
-        if event.status.as_str() == status {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{event_id} stuck in {} ({:?})",
-            event.status,
-            event.last_error
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.processor.max_attempts = 3).await;
@@ -44,7 +25,9 @@ async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued(ba
         10,
     )))
     .await;
-    let dead = wait_for(&app, "evt_doomed", "dead").await;
+    app.settle().await;
+    let dead = app.event("evt_doomed").expect("stored");
+    assert_eq!(dead.status.as_str(), "dead");
     assert_eq!(dead.attempts, 3);
     assert!(dead.last_error.unwrap().contains("checkout_transitions"));
     assert!(
@@ -55,14 +38,18 @@ async fn processing_failures_are_retried_with_backoff_then_dead_then_requeued(ba
     app.exec("ALTER TABLE transitions_away RENAME TO checkout_transitions");
     let requeued = app.with_conn(|c| requeue_dead_events(c).unwrap());
     assert_eq!(requeued, 1);
-    // Nothing wakes the processor: its poll finds the requeued event.
-    wait_for(&app, "evt_doomed", "processed").await;
+    app.settle().await;
+    assert_eq!(
+        app.event("evt_doomed").unwrap().status.as_str(),
+        "processed"
+    );
     assert_eq!(app.checkout("pi_doomed").unwrap().state.as_str(), "pending");
 }
 both_backends!(processing_failures_are_retried_with_backoff_then_dead_then_requeued);
 
+/// The background processor's own schedule, so with the workers running.
 async fn retries_wait_longer_each_time(backend: Backend) {
-    let app = spawn_app_on(backend, |c| {
+    let app = spawn_app_with_workers(backend, |c| {
         c.processor.max_attempts = 10;
         c.processor.retry_base = std::time::Duration::from_millis(200);
     })
@@ -90,8 +77,7 @@ both_backends!(retries_wait_longer_each_time);
 
 async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
-        c.processor.checkout_expiry = Duration::from_secs(1);
-        c.processor.sweep_interval = Duration::from_millis(100);
+        c.processor.checkout_expiry = Duration::from_secs(60);
     })
     .await;
     app.deliver(&bytes(&intent_event(
@@ -108,11 +94,18 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(bac
         10,
     )))
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.checkout("pi_abandoned").map(|c| c.state) != Some(CheckoutState::Expired) {
-        assert!(Instant::now() < deadline, "never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.settle().await;
+    let now = payhook::store::now_secs();
+    assert_eq!(
+        app.drain.sweep(now + 59).await.unwrap(),
+        0,
+        "not quiet for long enough"
+    );
+    assert_eq!(app.drain.sweep(now + 61).await.unwrap(), 1);
+    assert_eq!(
+        app.checkout("pi_abandoned").unwrap().state,
+        CheckoutState::Expired
+    );
     assert_eq!(
         app.checkout("pi_inflight").unwrap().state.as_str(),
         "processing",

@@ -294,7 +294,8 @@ async fn a_crash_between_the_stripe_call_and_its_record_resumes_with_the_same_ke
         c.actions.lease = Duration::from_millis(800);
     };
 
-    let first = spawn_app_on(backend, configure).await;
+    // The first instance works by itself and is stopped in the middle of a Stripe call.
+    let first = crate::helpers::spawn_app_with_workers(backend, configure).await;
     first
         .deliver(&succeeded("evt_crash", "seti_crash", "pm_crash"))
         .await;
