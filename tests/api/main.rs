@@ -5,6 +5,7 @@
 
 mod action_claims;
 mod admission;
+mod cli;
 mod fake_stripe;
 mod fuzz;
 mod helpers;
