@@ -24,7 +24,7 @@ use super::secrets::{
 use super::vars::{self, DefaultValue, Range, Var};
 use super::{
     ActionConfig, AdmissionConfig, Config, NotifyConfig, NotifyUrl, ProcessorConfig,
-    MISSING_SECRET_HELP,
+    WHERE_TO_GET_A_SECRET,
 };
 use crate::store::Durability;
 
@@ -302,9 +302,7 @@ impl<'a> Reader<'a> {
             None => {
                 return Err(ConfigError::Missing {
                     var: vars::STRIPE_WEBHOOK_SECRET.name.to_owned(),
-                    help: MISSING_SECRET_HELP
-                        .trim_start_matches("STRIPE_WEBHOOK_SECRET is not set: ")
-                        .to_owned(),
+                    help: WHERE_TO_GET_A_SECRET.to_owned(),
                 })
             }
         };
@@ -762,6 +760,11 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("stripe listen") && message.contains("dashboard"));
+        assert_eq!(
+            message,
+            crate::config::MISSING_SECRET_HELP,
+            "the same words as before"
+        );
         assert_eq!(refusal(&[("STRIPE_WEBHOOK_SECRET", " ")]), message);
     }
 

@@ -30,8 +30,23 @@ pub use secrets::{
 
 use crate::store::Durability;
 
+/// Where a webhook signing secret comes from: said whenever one is missing.
+macro_rules! where_to_get_a_secret {
+    () => {
+        "copy the endpoint's signing secret (whsec_...) from the Stripe dashboard (Developers > \
+         Webhooks > your endpoint > Signing secret), or run `stripe listen --forward-to \
+         localhost:8080/webhooks/stripe` and use the secret it prints."
+    };
+}
+
+/// Said when the default endpoint has no signing secret.
+pub const WHERE_TO_GET_A_SECRET: &str = where_to_get_a_secret!();
+
 /// Shown when `serve` starts without a webhook secret.
-pub const MISSING_SECRET_HELP: &str = "STRIPE_WEBHOOK_SECRET is not set: copy the endpoint's signing secret (whsec_...) from the Stripe dashboard (Developers > Webhooks > your endpoint > Signing secret), or run `stripe listen --forward-to localhost:8080/webhooks/stripe` and use the secret it prints.";
+pub const MISSING_SECRET_HELP: &str = concat!(
+    "STRIPE_WEBHOOK_SECRET is not set: ",
+    where_to_get_a_secret!()
+);
 
 /// Everything `payhook serve` needs, already validated.
 #[derive(Debug, Clone)]
