@@ -496,50 +496,106 @@ both_backends!(retry_requeues_failed_events_by_id_or_all_of_a_status);
 
 // --- logging ----------------------------------------------------------------------------
 
-/// actix-http answers 431 to an oversized request head and logs it; any client can do that,
-/// so the line is a warning, not an error.
-#[test]
-fn oversized_request_headers_get_431_without_an_error_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("serve.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_payhook"))
-        .arg("serve")
-        .env_clear()
-        .envs([
-            ("DATABASE_URL", "payhook.sqlite3"),
-            ("STRIPE_WEBHOOK_SECRET", SECRET),
-            ("BIND", "127.0.0.1:0"),
-            ("HTTP_WORKERS", "1"),
-            ("RUST_LOG", "info"),
-        ])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let wait_for = |what: &str| {
+/// `payhook serve` running in the background, its output in a file; killed on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    log_path: std::path::PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `payhook serve` in `dir` with only `env` set, on a port of its choosing.
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log_path = dir.join("serve.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_payhook"))
+            .arg("serve")
+            .env_clear()
+            .envs([("BIND", "127.0.0.1:0"), ("HTTP_WORKERS", "1")])
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child, log_path }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The first log line containing `what`, waiting for it (bounded).
+    fn wait_for(&self, what: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let log = read_log();
+            let log = self.log();
             if let Some(line) = log.lines().find(|l| l.contains(what)) {
                 return line.to_owned();
             }
             assert!(Instant::now() < deadline, "no {what:?} in the log: {log}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    };
-    let listening = wait_for("listening on 127.0.0.1:");
-    let port: u16 = listening
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {listening}"));
+    }
 
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    /// The port from the start-up line.
+    fn port(&self) -> u16 {
+        let listening = self.wait_for("listening on 127.0.0.1:");
+        listening
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {listening}"))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve`'s start-up lines name the database, redacted.
+#[test]
+fn the_start_up_line_shows_the_database_without_its_password() {
+    if !postgres_available_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDatabase::create(Backend::Postgres);
+    let url = format!("{}&password=pw_startup", db.url().expose());
+    let serve = ServeProcess::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", &url),
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    serve.port();
+    let ready = serve.wait_for("ready (");
+    assert!(ready.contains("password=***"), "{ready}");
+    drop(serve);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains("pw_startup"), "{log}");
+}
+
+/// actix-http answers 431 to an oversized request head and logs it; any client can do that,
+/// so the line is a warning, not an error.
+#[test]
+fn oversized_request_headers_get_431_without_an_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", "payhook.sqlite3"),
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", serve.port())).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -555,11 +611,9 @@ fn oversized_request_headers_get_431_without_an_error_line() {
     stream.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"HTTP/1.1 431");
 
-    let line = wait_for("message head is too large");
-    let _ = child.kill();
-    let _ = child.wait();
+    let line = serve.wait_for("message head is too large");
     assert!(line.contains(" WARN "), "{line}");
-    let log = read_log();
+    let log = serve.log();
     assert!(
         !log.lines().any(|l| l.contains(" ERROR ")),
         "an ERROR line: {log}"
