@@ -184,11 +184,33 @@ pub fn schedule_event_retry(
 
 /// Puts dead events back in the queue with a fresh count of tries; returns how many.
 pub fn requeue_dead_events(conn: &mut Conn) -> StoreResult<usize> {
-    Ok(
-        with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(dsl::status.eq(EventStatus::Dead)))
-        .set((dsl::status.eq(EventStatus::Pending), dsl::attempts.eq(0), dsl::next_attempt_at_ms.eq(0)))
-        .execute(c))?,
-    )
+    requeue_events(conn, &[EventStatus::Dead], None)
+}
+
+/// Puts events in one of `statuses` back in the queue with a fresh count of tries: all of
+/// them, or only those of `ids`. Events in other statuses are left as they are (a processed
+/// event is never applied twice). Returns how many were requeued.
+pub fn requeue_events(
+    conn: &mut Conn,
+    statuses: &[EventStatus],
+    ids: Option<&[String]>,
+) -> StoreResult<usize> {
+    let reset = (
+        dsl::status.eq(EventStatus::Pending),
+        dsl::attempts.eq(0),
+        dsl::next_attempt_at_ms.eq(0),
+    );
+    let of_status = dsl::status.eq_any(statuses);
+    Ok(match ids {
+        None => with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(of_status))
+            .set(reset)
+            .execute(c))?,
+        Some(ids) => with_conn!(conn, c => diesel::update(
+                dsl::webhook_events.filter(of_status).filter(dsl::id.eq_any(ids)),
+            )
+            .set(reset)
+            .execute(c))?,
+    })
 }
 
 pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>> {

@@ -18,10 +18,13 @@ mod blocking;
 pub mod checkouts;
 pub mod customers;
 pub mod events;
+mod open;
 pub mod outbox;
 pub mod payment_methods;
 mod prepared;
 pub mod schema;
+
+pub use open::{open_existing, pending_migrations, OpenError};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,70 +45,7 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 /// The PostgreSQL advisory lock key held while migrating ("payhook" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0070_6179_686f_6f6b;
 
-/// Where the data lives, parsed from `DATABASE_URL` (or its default).
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
-impl DatabaseUrl {
-    /// The embedded default: a SQLite file under `./data/`.
-    pub fn default_sqlite() -> Self {
-        Self::Sqlite(PathBuf::from("data/payhook.sqlite3"))
-    }
-
-    /// `postgres://…`/`postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path` or a
-    /// bare file path select SQLite.
-    pub fn parse(raw: &str) -> Self {
-        let raw = raw.trim();
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            return Self::Postgres(raw.to_owned());
-        }
-        let path = raw
-            .strip_prefix("sqlite://")
-            .or_else(|| raw.strip_prefix("sqlite:"))
-            .unwrap_or(raw);
-        Self::Sqlite(PathBuf::from(path))
-    }
-
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Sqlite(_) => "sqlite",
-            Self::Postgres(_) => "postgres",
-        }
-    }
-}
-
-/// Prints the location without a PostgreSQL password.
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Postgres(url) => f.write_str(&redact_url_password(url)),
-        }
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
-    }
-}
-
-fn redact_url_password(url: &str) -> String {
-    // scheme://user:password@host/... → scheme://user:***@host/...
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use crate::config::DatabaseUrl;
 
 /// Durability of SQLite commits. PostgreSQL follows its server's `synchronous_commit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -302,16 +242,7 @@ impl Pool {
         match url {
             DatabaseUrl::Sqlite(path) => {
                 create_parent_dir(path)?;
-                let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
-                let pool = diesel::r2d2::Pool::builder()
-                    .max_size(options.max_size)
-                    .connection_timeout(options.connect_timeout)
-                    .connection_customizer(Box::new(SqliteSetup {
-                        durability: options.durability,
-                    }))
-                    .error_handler(Box::new(PoolErrors::default()))
-                    .build(manager)?;
-                Ok(Self::Sqlite(pool, WriteGate::default()))
+                Self::sqlite(&path.to_string_lossy(), options)
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = ConnectionManager::<PgConnection>::new(url.as_str());
@@ -323,6 +254,20 @@ impl Pool {
                 Ok(Self::Postgres(pool))
             }
         }
+    }
+
+    /// A SQLite pool on `target`: a path, or a `file:` URI with open flags (see [`open`]).
+    fn sqlite(target: &str, options: PoolOptions) -> StoreResult<Self> {
+        let manager = ConnectionManager::<SqliteConnection>::new(target);
+        let pool = diesel::r2d2::Pool::builder()
+            .max_size(options.max_size)
+            .connection_timeout(options.connect_timeout)
+            .connection_customizer(Box::new(SqliteSetup {
+                durability: options.durability,
+            }))
+            .error_handler(Box::new(PoolErrors::default()))
+            .build(manager)?;
+        Ok(Self::Sqlite(pool, WriteGate::default()))
     }
 
     pub fn get(&self) -> StoreResult<Conn> {
@@ -526,30 +471,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_urls_select_the_backend() {
-        assert_eq!(
-            DatabaseUrl::parse("postgres://u@h/db").backend(),
-            "postgres"
-        );
-        assert_eq!(
-            DatabaseUrl::parse("postgresql://u@h/db").backend(),
-            "postgres"
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://data/x.db"),
-            DatabaseUrl::Sqlite("data/x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:x.db"),
-            DatabaseUrl::Sqlite("x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("/tmp/x.db"),
-            DatabaseUrl::Sqlite("/tmp/x.db".into())
-        );
-    }
-
-    #[test]
     fn pool_errors_are_reported_once_per_interval_and_counted_between() {
         use diesel::r2d2::HandleError;
         let errors = PoolErrors::default();
@@ -566,12 +487,5 @@ mod tests {
             std::time::Instant::now().checked_sub(PoolErrors::EVERY);
         errors.handle_error("connection refused");
         assert_eq!(errors.folded.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn postgres_passwords_never_print() {
-        let url = DatabaseUrl::parse("postgres://payhook:hunter2@db:5432/payhook");
-        assert_eq!(format!("{url}"), "postgres://payhook:***@db:5432/payhook");
-        assert!(!format!("{url:?}").contains("hunter2"));
     }
 }

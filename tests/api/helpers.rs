@@ -38,7 +38,7 @@ use actix_web::dev::ServerHandle;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::Connection;
-use payhook::config::{parse_webhook_secrets, Config};
+use payhook::config::Config;
 use payhook::startup::{Drain, Workers};
 use payhook::store::checkouts::{self, CheckoutRow, TransitionRow};
 use payhook::store::events::{self, WebhookEvent};
@@ -138,7 +138,8 @@ fn postgres_reachable() -> &'static Result<(), String> {
         // libpq's message spans lines; the SKIPPED line is one.
         checked.map_err(|e| {
             let e = e.split_whitespace().collect::<Vec<_>>().join(" ");
-            format!("{} unreachable: {e}", DatabaseUrl::parse(&url))
+            let shown = DatabaseUrl::parse(&url).map_or_else(|e| e.to_string(), |u| u.to_string());
+            format!("{shown} unreachable: {e}")
         })
     })
 }
@@ -259,19 +260,20 @@ pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// A config for a test: the given database, port 0, quick polling; on PostgreSQL four
-/// admission writers, as `payhook serve` uses there.
+/// A config for a test, through the same loader as `payhook serve`: the given database,
+/// port 0, quick polling, and every other setting (backend defaults included) as `serve`
+/// would have it.
 pub fn test_config(database_url: DatabaseUrl) -> Config {
-    let postgres = matches!(database_url, DatabaseUrl::Postgres(_));
-    let mut config = Config::new(database_url, parse_webhook_secrets(SECRET));
-    config.bind = "127.0.0.1:0".parse().expect("address");
-    config.processor.poll_interval = Duration::from_millis(20);
-    config.processor.retry_base = Duration::from_millis(10);
-    config.http_workers = 2;
-    if postgres {
-        config.admission.writers = 4;
-    }
-    config
+    let url = database_url.expose();
+    Config::from_vars(&[
+        ("DATABASE_URL", &url),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("BIND", "127.0.0.1:0"),
+        ("PROCESS_POLL_MS", "20"),
+        ("PROCESS_RETRY_BASE_MS", "10"),
+        ("HTTP_WORKERS", "2"),
+    ])
+    .unwrap_or_else(|e| panic!("test configuration refused: {e}"))
 }
 
 /// Starts payhook on a fresh database of `backend`, after `customize` has its say. Its

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod cli;
 mod fake_stripe;
 mod fuzz;
 mod helpers;
