@@ -12,6 +12,7 @@
 //! - [`config`]: typed configuration; secrets in redacting wrappers.
 //! - [`startup`]: [`Application`]: wires everything, supervises the tasks.
 //! - [`health`]: what `/readyz` reports.
+//! - [`retry`]: exponential backoff with jitter, for every retry.
 //! - [`replay`]: signs and POSTs event files to any endpoint.
 //!
 //! The path of one event: receive → verify → admit (200 after commit) → apply (background)
@@ -28,6 +29,7 @@ pub mod http;
 pub mod inbox;
 pub mod outbox;
 pub mod replay;
+pub mod retry;
 pub mod startup;
 pub mod store;
 pub mod stripe;

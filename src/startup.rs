@@ -59,29 +59,30 @@ pub struct Application {
 /// The background tasks, each ending with its name and how it ended.
 #[derive(Default)]
 struct Tasks {
-    set: JoinSet<(&'static str, Result<(), String>)>,
-    handles: HashMap<&'static str, AbortHandle>,
+    set: JoinSet<(String, Result<(), String>)>,
+    handles: HashMap<String, AbortHandle>,
 }
 
 impl Tasks {
     fn spawn(
         &mut self,
-        name: &'static str,
+        name: String,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
+        let label = name.clone();
         let handle = self.set.spawn(async move {
             let ended = AssertUnwindSafe(task).catch_unwind().await;
-            (name, ended.map_err(|panic| panic_message(&panic)))
+            (label, ended.map_err(|panic| panic_message(&panic)))
         });
         self.handles.insert(name, handle);
     }
 
     /// The next task to end: before shutdown, a death.
-    async fn next_end(&mut self) -> (&'static str, String) {
+    async fn next_end(&mut self) -> (String, String) {
         match self.set.join_next().await {
             Some(Ok((name, Ok(())))) => (name, "it returned".to_owned()),
             Some(Ok((name, Err(panic)))) => (name, format!("it panicked: {panic}")),
-            Some(Err(e)) => ("a task", e.to_string()),
+            Some(Err(e)) => ("a task".to_owned(), e.to_string()),
             None => std::future::pending().await,
         }
     }
@@ -154,21 +155,11 @@ impl Application {
         let mut tasks = Tasks::default();
         if workers == Workers::Background {
             tasks.spawn(
-                "sweeper",
+                "sweeper".to_owned(),
                 sweeper::run(pool.clone(), config.processor, shutdown.clone()),
             );
-            // Names are static for the task list; more than a few processors never pays.
-            const PROCESSORS: [&str; 8] = [
-                "processor-0",
-                "processor-1",
-                "processor-2",
-                "processor-3",
-                "processor-4",
-                "processor-5",
-                "processor-6",
-                "processor-7",
-            ];
-            for name in PROCESSORS.iter().take(config.processor.workers.clamp(1, 8)) {
+            for n in 0..config.processor.workers {
+                let name = format!("processor-{n}");
                 let thread =
                     BackgroundThread::start(&format!("payhook-{name}"), config.processor.nice)
                         .context("starting a processor thread")?;
@@ -184,7 +175,7 @@ impl Application {
                 );
             }
             if !runner.kinds().is_empty() {
-                tasks.spawn("outbox", runner.clone().run(shutdown.clone()));
+                tasks.spawn("outbox".to_owned(), runner.clone().run(shutdown.clone()));
             }
         }
         info!(
@@ -259,7 +250,7 @@ impl Application {
                 result?;
                 None
             }
-            (name, why) = tasks.next_end() => Some((name.to_owned(), why)),
+            (name, why) = tasks.next_end() => Some((name, why)),
             name = writers.exited() => Some((name, "the thread ended".to_owned())),
         };
         if let Some((name, why)) = &death {

@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{apply_event, Applied};
 use crate::config::ProcessorConfig;
+use crate::retry;
 use crate::store::events::{self, EventStatus};
 use crate::store::{now_ms, BackgroundThread, Conn, Pool, StoreError, StoreResult};
 
@@ -45,7 +45,8 @@ pub struct BatchReport {
     pub claimed: usize,
     pub processed: usize,
     pub ignored: usize,
-    pub failed: usize,
+    /// Ended `failed`: handled types whose payload cannot be applied.
+    pub invalid: usize,
     pub retried: usize,
     pub dead: usize,
     /// Rolled back by contention with another transaction; rescheduled, try not counted.
@@ -58,7 +59,7 @@ pub struct BatchReport {
 impl BatchReport {
     /// Events whose try ended in this batch, whatever the outcome.
     pub fn done(&self) -> usize {
-        self.processed + self.ignored + self.failed + self.retried + self.dead + self.contended
+        self.processed + self.ignored + self.invalid + self.retried + self.dead + self.contended
     }
 }
 
@@ -76,15 +77,12 @@ fn next_claim(limit: i64, report: &BatchReport, batch_size: i64) -> i64 {
     }
 }
 
-/// Delay before try number `attempts + 1`: `base * 2^(attempts-1)`, capped, times a random
-/// factor in [0.5, 1.5) so retries of many events do not land together.
-pub fn backoff(config: &ProcessorConfig, attempts: i32) -> Duration {
-    let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
-    let raw = config
-        .retry_base
-        .saturating_mul(1u32 << exp.min(20))
-        .min(config.retry_cap);
-    raw.mul_f64(rand::rng().random_range(0.5..1.5))
+/// Delay before try number `attempts + 1` (see [`retry`]): ±50 % jitter.
+fn retry_delay(config: &ProcessorConfig, attempts: i32) -> Duration {
+    retry::jitter(
+        retry::backoff(config.retry_base, config.retry_cap, attempts),
+        0.5,
+    )
 }
 
 /// Claims and applies one batch of due events (at most `config.batch_size`).
@@ -98,8 +96,7 @@ pub fn process_batch(pool: &Pool, config: &ProcessorConfig) -> StoreResult<Batch
 /// On PostgreSQL a delivery of an event the batch has already updated
 /// waits in `INSERT … ON CONFLICT` for the batch to commit (the updated row's new index
 /// entry belongs to an open transaction), and admission batches hold requests open until they
-/// commit. Measured at 64 connections with 5 % re-deliveries: 500-event batches (~0.3 s)
-/// gave admission a p99 of 324 ms; see BENCHMARKS.md.
+/// commit: a long batch shows up directly in admission's tail latency (BENCHMARKS.md).
 pub fn process_up_to(
     pool: &Pool,
     config: &ProcessorConfig,
@@ -159,7 +156,7 @@ pub fn process_up_to(
                     )?;
                 }
                 Ok(Applied::Invalid(reason)) => {
-                    report.failed += 1;
+                    report.invalid += 1;
                     warn!(
                         "event {} ({}) cannot be applied: {reason}",
                         event.id, event.event_type
@@ -196,9 +193,7 @@ fn record_failure(
     let message = error.to_string();
     if error.is_contention() {
         report.contended += 1;
-        let delay = config
-            .retry_base
-            .mul_f64(rand::rng().random_range(0.5..1.5));
+        let delay = retry::jitter(config.retry_base, 0.5);
         debug!(
             "event {} ({}) met a concurrent transaction, again in {delay:?}: {message}",
             event.id, event.event_type
@@ -228,7 +223,7 @@ fn record_failure(
         )
     } else {
         report.retried += 1;
-        let delay = backoff(config, attempts);
+        let delay = retry_delay(config, attempts);
         warn!(
             "event {} ({}) try {attempts} failed, retrying in {delay:?}: {message}",
             event.id, event.event_type
@@ -278,7 +273,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let pause = backoff(&config, failures).min(Duration::from_secs(30));
+                let pause = retry_delay(&config, failures).min(Duration::from_secs(30));
                 warn!("processing batch failed (database unavailable?), pausing {pause:?}: {e}");
                 pause
             }
@@ -327,7 +322,7 @@ mod tests {
             claimed: 9,
             processed: 1,
             ignored: 2,
-            failed: 1,
+            invalid: 1,
             retried: 1,
             dead: 1,
             contended: 1,

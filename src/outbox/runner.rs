@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use log::{debug, error, info, warn};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ActionConfig;
+use crate::retry;
 use crate::store::outbox::{self as store, AttemptOutcome, NewAttempt, OutboxRow, OutboxStatus};
 use crate::store::{now_ms, now_secs, Conn, Pool, StoreError, StoreResult};
 
@@ -194,7 +194,6 @@ impl RetryPolicy {
 
     /// The wait before the next try after `tries` failed ones, or `None` to give up.
     pub fn delay(&self, tries: i32) -> Option<Duration> {
-        let mut rng = rand::rng();
         match self {
             Self::Exponential {
                 base,
@@ -204,22 +203,14 @@ impl RetryPolicy {
                 if tries >= *max_attempts {
                     return None;
                 }
-                Some(backoff(*base, *cap, tries).mul_f64(rng.random_range(0.5..1.5)))
+                Some(retry::jitter(retry::backoff(*base, *cap, tries), 0.5))
             }
             Self::Schedule(delays) => {
                 let index = usize::try_from(tries.max(1) - 1).unwrap_or(0);
-                delays
-                    .get(index)
-                    .map(|d| d.mul_f64(rng.random_range(0.9..1.1)))
+                delays.get(index).map(|d| retry::jitter(*d, 0.1))
             }
         }
     }
-}
-
-/// `base * 2^(tries-1)`, capped: the growth shared by every exponential backoff in payhook.
-pub fn backoff(base: Duration, cap: Duration, tries: i32) -> Duration {
-    let exp = tries.saturating_sub(1).clamp(0, 20) as u32;
-    base.saturating_mul(1u32 << exp).min(cap)
 }
 
 /// The runner: the registered kinds and what claiming needs.
@@ -581,7 +572,8 @@ impl Runner {
                 }
                 Err(e) => {
                     failures += 1;
-                    let pause = backoff(self.config.retry_base, Duration::from_secs(30), failures);
+                    let pause =
+                        retry::backoff(self.config.retry_base, Duration::from_secs(30), failures);
                     warn!("claiming outbox items failed (database unavailable?), pausing {pause:?}: {e}");
                     pause
                 }
@@ -620,10 +612,6 @@ mod tests {
             );
         }
         assert_eq!(policy.delay(4), None);
-        assert_eq!(
-            backoff(Duration::from_secs(2), Duration::from_secs(10), 9),
-            Duration::from_secs(10)
-        );
     }
 
     #[test]

@@ -83,8 +83,8 @@ impl Conn {
     /// alone when it fails and the rest of the transaction goes on.
     ///
     /// On SQLite the savepoint statements are [`prepared::Fixed`] (diesel sends its own
-    /// through `sqlite3_exec`, parsing them every time: a tenth of the processor's CPU at one
-    /// savepoint per event). PostgreSQL keeps diesel's nested transaction, whose bookkeeping
+    /// through `sqlite3_exec`, parsing them every time, and the processor takes one savepoint
+    /// per event). PostgreSQL keeps diesel's nested transaction, whose bookkeeping
     /// also tracks an aborted transaction's state there.
     pub fn savepoint<T, E>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E>
     where

@@ -95,8 +95,8 @@ pub enum Pool {
 ///
 /// SQLite admits one writer at a time anyway; without the gate a second writer learns of the
 /// first through `SQLITE_BUSY` and SQLite's busy handler, which sleeps in growing steps (up
-/// to 100 ms) instead of waking when the lock is released. Measured under load that turned a
-/// 2 ms admission commit into a p99 of hundreds of milliseconds. A mutex wakes the next writer
+/// to 100 ms) instead of waking when the lock is released, which under load multiplies
+/// admission's tail latency (BENCHMARKS.md, "What was tuned"). A mutex wakes the next writer
 /// the moment the previous one commits. `busy_timeout` still covers other processes.
 ///
 /// The gate also counts who is waiting for it, so that a long writer (the processor) can

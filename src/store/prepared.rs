@@ -3,8 +3,8 @@
 //!
 //! diesel reuses a prepared statement only when it can tell the SQL is the same every time,
 //! and it never can for `UPDATE` (a changeset may skip fields) or raw SQL. The processor runs
-//! several of these for every event it applies, and SQLite's parser was a quarter of its CPU
-//! time (perf, 100 000-event backlog). A [`Fixed`] statement is SQL text and binds whose
+//! several of these for every event it applies, so re-parsing them dominated its profile
+//! (BENCHMARKS.md). A [`Fixed`] statement is SQL text and binds whose
 //! shape is fixed by the one function that builds it; that function names its own marker
 //! type `K`, and diesel's statement cache keys the prepared statement on `K`.
 //!

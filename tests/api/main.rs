@@ -20,3 +20,4 @@ mod signature;
 mod stripe_faults;
 mod stripe_flows;
 mod survival;
+mod upgrade;

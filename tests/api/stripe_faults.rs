@@ -66,7 +66,7 @@ fn pm_in_path(req: &Request) -> String {
 
 /// A Stripe that answers every call payhook makes, successfully. Fault mocks mounted with
 /// a higher priority (lower number) answer first while they last.
-async fn happy_stripe() -> MockServer {
+pub(crate) async fn happy_stripe() -> MockServer {
     let server = MockServer::start().await;
     // Like Stripe: one customer per idempotency key (payhook:customer:{local id}).
     Mock::given(method("POST"))
@@ -135,7 +135,11 @@ fn succeeded(event_id: &str, seti: &str, pm: &str) -> Vec<u8> {
 }
 
 /// Requests the server got for `method path`, with their Idempotency-Key headers.
-async fn keys_of(server: &MockServer, verb: &str, request_path: &str) -> Vec<Option<String>> {
+pub(crate) async fn keys_of(
+    server: &MockServer,
+    verb: &str,
+    request_path: &str,
+) -> Vec<Option<String>> {
     server
         .received_requests()
         .await
