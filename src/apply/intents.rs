@@ -3,13 +3,13 @@
 
 use log::{info, warn};
 
-use super::customers;
 use super::payment_methods::record_payment_method;
 use super::Applied;
 use crate::domain::checkout::{self, CheckoutState, Decision, TransitionOutcome, Trigger};
 use crate::domain::customer::{ByEmail, Names};
 use crate::outbox::save_card;
 use crate::store::checkouts::{self as checkout_store, CheckoutRow, NewTransition};
+use crate::store::customers::resolve as resolve_customer;
 use crate::store::customers::CustomerRow;
 use crate::store::events::WebhookEvent;
 use crate::store::payment_methods::{self, PaymentMethodRow};
@@ -35,7 +35,7 @@ pub(super) fn apply_intent_event(
     view: &IntentView,
     now: i64,
 ) -> StoreResult<Applied> {
-    let customer = customers::resolve(
+    let customer = resolve_customer(
         conn,
         Names {
             stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
@@ -245,7 +245,7 @@ fn card_owner(
         email: Some(&email),
         ..Names::default()
     };
-    Ok(customers::resolve(conn, names, ByEmail::FindOnly, now)?.map(|c| c.id))
+    Ok(resolve_customer(conn, names, ByEmail::FindOnly, now)?.map(|c| c.id))
 }
 
 fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> CheckoutRow {

@@ -11,9 +11,7 @@
 //!
 //! - [`intents`]: `payment_intent.*`, `setup_intent.*`.
 //! - [`payment_methods`]: `payment_method.attached` / `.detached`.
-//! - [`customers`]: which local customer the names in an event belong to.
 
-pub mod customers;
 mod intents;
 mod payment_methods;
 

@@ -3,10 +3,10 @@
 
 use log::info;
 
-use super::customers;
 use super::Applied;
 use crate::domain::cards;
 use crate::domain::customer::{ByEmail, Names};
+use crate::store::customers::resolve as resolve_customer;
 use crate::store::customers::{self as customer_store, CustomerRow};
 use crate::store::events::WebhookEvent;
 use crate::store::payment_methods::{self, PaymentMethodRow};
@@ -25,7 +25,7 @@ pub(super) fn apply_payment_method_event(
             stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
             ..Names::default()
         };
-        customers::resolve(conn, names, ByEmail::FindOnly, now)?
+        resolve_customer(conn, names, ByEmail::FindOnly, now)?
     } else {
         None
     };

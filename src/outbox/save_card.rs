@@ -31,7 +31,6 @@ use serde_json::json;
 
 use super::runner::{Failure, Kind, Progress, RetryPolicy, StepContext, Update};
 use super::stripe_failure;
-use crate::apply::customers;
 use crate::domain::cards::{self, PaymentMethodStatus};
 use crate::domain::customer::{self, ByEmail, Known, Names, NewStripeCustomer};
 use crate::store::checkouts as checkout_store;
@@ -349,8 +348,10 @@ impl SaveCardKind {
                         email: Some(&email),
                         ..Names::default()
                     };
-                    let found = customers::resolve(conn, names, ByEmail::FindOrCreate, now)?
-                        .ok_or_else(|| StoreError::Corrupt("no customer for an email".into()))?;
+                    let found = customer_store::resolve(conn, names, ByEmail::FindOrCreate, now)?
+                        .ok_or_else(|| {
+                        StoreError::Corrupt("no customer for an email".into())
+                    })?;
                     if let Some(checkout) = &checkout_id {
                         checkout_store::set_checkout_customer(conn, checkout, found.id)?;
                     }
