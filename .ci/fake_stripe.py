@@ -19,9 +19,13 @@ import stat
 import sys
 import threading
 
-from aiohttp import web
-from localstripe import resources as R
-from localstripe.errors import UserError
+try:
+    from localstripe import resources as R
+    from localstripe.errors import UserError
+    from aiohttp import web
+except ImportError as e:  # one line, not a traceback: the test harness reports the skip
+    sys.exit(f"fake Stripe: {e.name} is not installed "
+             "(pip install -r .ci/requirements-fake-stripe.txt, or run tests/run)")
 
 # --- State in memory only -------------------------------------------------
 # localstripe persists from Store.__setitem__/__delitem__ and a per-request
