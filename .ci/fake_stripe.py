@@ -30,10 +30,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-import aiohttp
-from aiohttp import web
-from localstripe import resources as R
-from localstripe.errors import UserError
+try:
+    import aiohttp
+    from aiohttp import web
+    from localstripe import resources as R
+    from localstripe.errors import UserError
+except ImportError as e:  # one line, not a traceback: the test harness reports the skip
+    sys.exit(f"fake Stripe: {e.name} is not installed "
+             "(pip install -r .ci/requirements-fake-stripe.txt, or run tests/run)")
 
 # Events say this, as the default API version of the (fake) account would.
 API_VERSION = "2025-09-30.clover"

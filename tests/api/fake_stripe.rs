@@ -1,15 +1,21 @@
 //! A stateful fake Stripe API (localstripe via `.ci/fake_stripe.py`, see `.ci/fake-stripe.md`)
 //! per test, killed on drop, plus the few calls a test makes to set the scene.
 //!
-//! Without python3 + localstripe the tests that need it print a line saying so and pass
-//! (developer machines); with `CI=true` they fail instead, so CI can never skip them silently.
+//! Without python3 + localstripe the tests that need it pass without running (developer
+//! machines): whether the fake can run is asked once per test binary, and the answer is one
+//! `SKIPPED: fake-Stripe tests (…)` line straight to stderr, which `tests/run` collects into
+//! its closing line; never a Python traceback per test. With `CI=true` they fail instead, so
+//! CI can never skip them silently.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
 pub const API_KEY: &str = "sk_test_payhook_fake";
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/fake_stripe.py");
 
 pub struct FakeStripe {
     pub base_url: String,
@@ -31,17 +37,78 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// The interpreter the fake runs on: `PAYHOOK_FAKE_STRIPE_PYTHON` (`tests/run` points it at
+/// the venv it installed the pinned packages into), else `python3` from `PATH`.
+fn python() -> String {
+    std::env::var("PAYHOOK_FAKE_STRIPE_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| "python3".to_owned())
+}
+
+/// Whether the fake can start with `python` (and its extra `flags`): `--help` runs the
+/// script's imports and nothing else. `Err` is one line, such as "localstripe is not
+/// installed", whatever the interpreter printed.
+fn check_runnable(python: &str, flags: &[&str]) -> Result<(), String> {
+    let out = Command::new(python)
+        .args(flags)
+        .args([SCRIPT, "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no message");
+    // The script's own line ("fake Stripe: x is not installed (how)"), or the last line of
+    // a traceback from an import outside its guard ("… No module named 'x'").
+    let why = last.trim_start_matches("fake Stripe: ");
+    let why = if let Some((_, name)) = why.split_once("No module named ") {
+        format!("{} is not installed", name.trim_matches('\''))
+    } else if let Some((what, _)) = why.split_once(" is not installed") {
+        format!("{what} is not installed")
+    } else {
+        why.to_owned()
+    };
+    Err(why)
+}
+
+/// [`check_runnable`] with the configured interpreter, once per test binary.
+fn runnable() -> &'static Result<(), String> {
+    static RUNNABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    RUNNABLE.get_or_init(|| check_runnable(&python(), &[]))
+}
+
 impl FakeStripe {
-    /// Starts the fake, or returns `None` (after printing why) when it cannot run here and
+    /// Starts the fake, or returns `None` (after saying why) when it cannot run here and
     /// this is not CI.
     pub fn start(test: &str) -> Option<Self> {
-        match Self::try_start() {
+        let started = match runnable() {
+            Ok(()) => Self::try_start(),
+            Err(why) => Err(why.clone()),
+        };
+        match started {
             Ok(fake) => Some(fake),
             Err(why) if !in_ci() => {
-                println!(
-                    "SKIPPED {test}: fake Stripe unavailable ({why}); \
-                     install with `python3 -m pip install -r .ci/requirements-fake-stripe.txt`"
-                );
+                static SAID: OnceLock<()> = OnceLock::new();
+                SAID.get_or_init(|| {
+                    // Straight to stderr: the test harness captures eprintln! of passing tests.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "SKIPPED: fake-Stripe tests ({why}); `python3 -m pip install -r \
+                         .ci/requirements-fake-stripe.txt` (tests/run does it in a venv) to run \
+                         them"
+                    );
+                });
+                // Captured: shown with `--nocapture`, naming each test that did not run.
+                println!("SKIPPED {test}: fake Stripe unavailable ({why})");
                 None
             }
             Err(why) => panic!("{test}: fake Stripe unavailable in CI: {why}"),
@@ -49,14 +116,14 @@ impl FakeStripe {
     }
 
     fn try_start() -> Result<Self, String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/fake_stripe.py");
-        let mut child = Command::new("python3")
-            .args([script, "--port", "0"])
+        let python = python();
+        let mut child = Command::new(&python)
+            .args([SCRIPT, "--port", "0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
+            .map_err(|e| format!("cannot run {python}: {e}"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut line = String::new();
@@ -199,4 +266,47 @@ pub fn card_of(app: &TestApp, intent_id: &str) -> Option<(String, Option<String>
 
 pub fn card_status(app: &TestApp, intent_id: &str) -> Option<String> {
     card_of(app, intent_id).map(|c| c.0)
+}
+
+/// A machine without the pinned packages: the script says so in one line (no traceback, no
+/// `LISTENING`), and the harness turns that into the reason of its single SKIPPED line.
+#[test]
+fn a_missing_fake_stripe_is_one_line_not_a_traceback() {
+    let python = python();
+    // `-S`: no site-packages, so neither localstripe nor aiohttp can be imported.
+    let out = match Command::new(&python)
+        .args(["-S", SCRIPT, "--port", "0"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(!in_ci(), "CI must have {python}: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: fake-Stripe tests (cannot run {python}: {e}); install python3 to run them"
+            );
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "no LISTENING line expected: {:?}",
+        out.stdout
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, not a traceback:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("fake Stripe: localstripe is not installed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        check_runnable(&python, &["-S"]),
+        Err("localstripe is not installed".to_owned())
+    );
 }
