@@ -31,10 +31,10 @@ import time
 from datetime import datetime, timezone
 
 try:
-    import aiohttp
-    from aiohttp import web
     from localstripe import resources as R
     from localstripe.errors import UserError
+    import aiohttp
+    from aiohttp import web
 except ImportError as e:  # one line, not a traceback: the test harness reports the skip
     sys.exit(f"fake Stripe: {e.name} is not installed "
              "(pip install -r .ci/requirements-fake-stripe.txt, or run tests/run)")
