@@ -7,7 +7,8 @@
 //! - [`inbox`]: the way in: admission (group commit), processor, sweeper.
 //! - [`apply`]: one event's effects on checkouts, customers and payment methods.
 //! - [`outbox`]: the way out: side effects performed by a worker with idempotency keys.
-//! - [`http`]: actix-web handlers.
+//! - [`app`]: the app's side below HTTP: checkouts, charges, the checkout object, notifications.
+//! - [`http`]: actix-web handlers (webhooks, health, the app API).
 //! - [`store`]: diesel schema, pool for SQLite or PostgreSQL, repositories.
 //! - [`config`]: typed configuration; secrets in redacting wrappers.
 //! - [`startup`]: [`Application`]: wires everything, supervises the tasks.
@@ -21,6 +22,7 @@
 // Unit tests unwrap freely: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod app;
 pub mod apply;
 pub mod config;
 pub mod domain;

@@ -23,9 +23,11 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppApi;
 use crate::config::{self, Config};
 use crate::health::Health;
 use crate::http;
+use crate::http::api::ApiState;
 use crate::inbox::admission::{Admitter, Writers};
 use crate::inbox::{processor, sweeper};
 use crate::outbox::runner::{Kind, RetryPolicy, Runner};
@@ -125,10 +127,11 @@ impl Application {
             "database {} ready ({migrated} migrations applied)",
             config.database_url
         );
+        let stripe = stripe_gateway(&config)?;
         let runner = Arc::new(Runner::new(
             pool.clone(),
             config.actions,
-            outbox_kinds(&config)?,
+            outbox_kinds(&config, stripe.clone())?,
         ));
         if !runner.kinds().contains(&save_card::KIND) {
             let pending = pool
@@ -149,7 +152,20 @@ impl Application {
         let listener =
             TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();
-        let server = build_server(&config, listener, admitter, pool.clone(), health.clone())?;
+        let api = web::Data::new(ApiState::new(
+            config.api_tokens.clone(),
+            Arc::new(AppApi::new(pool.clone(), stripe)),
+        ));
+        if config.api_tokens.is_empty() {
+            info!("app API off: /api/v1 answers 404; set API_TOKEN (comma-separated while rotating) to enable it");
+        } else {
+            info!(
+                "app API on at /api/v1 ({} token{})",
+                config.api_tokens.len(),
+                if config.api_tokens.len() == 1 { "" } else { "s" }
+            );
+        }
+        let server = build_server(&config, listener, admitter, pool.clone(), health.clone(), api)?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
@@ -280,28 +296,45 @@ impl Application {
     }
 }
 
+/// The process's one way to Stripe (every call behind one token bucket), when a key is
+/// configured. Built before anything starts so a malformed key stops start-up.
+fn stripe_gateway(config: &Config) -> anyhow::Result<Option<Arc<StripeGateway>>> {
+    let Some(key) = &config.stripe_secret_key else {
+        return Ok(None);
+    };
+    let api = StripeApi::new(
+        key.expose(),
+        &config.stripe_api_base,
+        config.actions.request_timeout,
+    )
+    .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?;
+    let limiter = Arc::new(RateLimiter::new(
+        config.actions.max_rps,
+        config.actions.burst,
+    ));
+    info!("Stripe calls go to {}", config.stripe_api_base);
+    Ok(Some(Arc::new(StripeGateway::new(api, limiter))))
+}
+
 /// The kinds of outbox work this process performs: those whose dependencies are
-/// configured (saving cards needs a Stripe key).
-fn outbox_kinds(config: &Config) -> anyhow::Result<Vec<Arc<dyn Kind>>> {
+/// configured (saving cards needs a Stripe key, notifying the app needs `NOTIFY_URL`).
+fn outbox_kinds(
+    config: &Config,
+    stripe: Option<Arc<StripeGateway>>,
+) -> anyhow::Result<Vec<Arc<dyn Kind>>> {
     let mut kinds: Vec<Arc<dyn Kind>> = Vec::new();
-    if let Some(key) = &config.stripe_secret_key {
-        // Built before anything starts so a malformed key stops start-up, not the worker.
-        let api = StripeApi::new(
-            key.expose(),
-            &config.stripe_api_base,
-            config.actions.request_timeout,
-        )
-        .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?;
-        let limiter = Arc::new(RateLimiter::new(
-            config.actions.max_rps,
-            config.actions.burst,
-        ));
-        let stripe = Arc::new(StripeGateway::new(api, limiter));
-        info!("Stripe side effects go to {}", config.stripe_api_base);
+    if let Some(stripe) = stripe {
         kinds.push(Arc::new(save_card::SaveCardKind::new(
             stripe,
             RetryPolicy::from_config(&config.actions),
         )));
+    }
+    if let Some(notify) = &config.notify {
+        kinds.push(Arc::new(
+            crate::outbox::notify::NotifyKind::new(notify)
+                .context("configuring notifications to the app")?,
+        ));
+        info!("notifications to the app go to {:?}", notify.url);
     }
     Ok(kinds)
 }
@@ -360,6 +393,7 @@ fn build_server(
     admitter: Admitter,
     pool: Pool,
     health: Arc<Health>,
+    api: web::Data<ApiState>,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(http::AppState {
         secrets: Arc::new(config.webhook_secrets.clone()),
@@ -371,7 +405,12 @@ fn build_server(
         health,
     });
     let mut server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+        HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(api.clone())
+            .configure(http::routes)
+    })
             .client_request_timeout(config.client_request_timeout)
             .client_disconnect_timeout(Duration::from_secs(2))
             .keep_alive(Duration::from_secs(75))

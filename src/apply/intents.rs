@@ -1,5 +1,6 @@
 //! `payment_intent.*` and `setup_intent.*`: move the intent's checkout through the state
-//! machine, record the transition or the refusal, and queue the card to save.
+//! machine, record the transition or the refusal, queue the card to save and the app's
+//! notification.
 
 use log::{info, warn};
 
@@ -67,7 +68,17 @@ pub(super) fn apply_intent_event(
         attempt += 1;
         let existing = checkout_store::find_checkout_by_intent(conn, view.id.as_str())?;
         let current = existing.as_ref().map(CheckoutRow::current);
-        let mut row = existing.unwrap_or_else(|| blank_checkout(view, target, now));
+        let mut row = match existing {
+            Some(row) => row,
+            None => {
+                let mut row = blank_checkout(view, target, now);
+                // The app API made this intent: its checkout keeps the id the app knows.
+                if let Some(id) = app_checkout_of(conn, view)? {
+                    row.id = id;
+                }
+                row
+            }
+        };
         let decision = checkout::decide(current, target, created);
         fill_details(&mut row, view, customer.as_ref());
         if let Decision::Apply { to, warning, .. } = decision {
@@ -132,6 +143,11 @@ pub(super) fn apply_intent_event(
             },
             now,
         )?;
+    }
+    if let Decision::Apply { from, to, .. } = decision {
+        if from != Some(to) {
+            crate::app::notifications::checkout_moved(conn, &row.id, to, now)?;
+        }
     }
     match decision {
         Decision::Apply { from, to, .. } => info!(
@@ -246,6 +262,24 @@ fn card_owner(
         ..Names::default()
     };
     Ok(resolve_customer(conn, names, ByEmail::FindOnly, now)?.map(|c| c.id))
+}
+
+/// The id of the app API's checkout this intent was made for (metadata `checkout_id`), when
+/// the API has not recorded the intent yet (a webhook can come first) and no checkout has the
+/// id already.
+fn app_checkout_of(conn: &mut Conn, view: &IntentView) -> StoreResult<Option<String>> {
+    let Some(id) = view.checkout_ref.as_deref() else {
+        return Ok(None);
+    };
+    let Some(app) = crate::store::app_checkouts::find_app_checkout(conn, id)? else {
+        return Ok(None);
+    };
+    if app.intent_id.as_deref().is_some_and(|i| i != view.id.as_str())
+        || checkout_store::find_checkout(conn, id)?.is_some()
+    {
+        return Ok(None);
+    }
+    Ok(Some(app.id))
 }
 
 fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> CheckoutRow {

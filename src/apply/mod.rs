@@ -11,8 +11,10 @@
 //!
 //! - [`intents`]: `payment_intent.*`, `setup_intent.*`.
 //! - [`payment_methods`]: `payment_method.attached` / `.detached`.
+//! - [`observed`]: a state read from a Stripe answer (a charge, a cancel), applied like an event.
 
 mod intents;
+pub mod observed;
 mod payment_methods;
 
 use serde_json::Value;

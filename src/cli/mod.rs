@@ -7,6 +7,7 @@
 pub mod flags;
 pub mod logging;
 mod migrate;
+mod notifications;
 mod output;
 mod replay;
 mod retry;
@@ -48,6 +49,8 @@ enum Command {
     Retry(retry::RetryArgs),
     /// Print event and checkout counts by status.
     Stats,
+    /// List notifications to the app, or requeue failed ones (`list`, `retry`).
+    Notifications(notifications::NotificationsArgs),
 }
 
 impl Cli {
@@ -85,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args).await,
         Command::Retry(args) => retry::run(&cli.database_url()?, args),
         Command::Stats => stats::run(&cli.database_url()?),
+        Command::Notifications(args) => notifications::run(&cli.database_url()?, args),
     }
 }
 

@@ -451,6 +451,7 @@ impl<'a> Reader<'a> {
             (Some(url), false) => Ok(Some(NotifyConfig {
                 url: NotifyUrl(http_url(vars::NOTIFY_URL.name, &url)?),
                 secrets,
+                retry_schedule: crate::outbox::notify::default_schedule(),
             })),
         }
     }

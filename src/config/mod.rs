@@ -92,6 +92,9 @@ pub struct NotifyConfig {
     pub url: NotifyUrl,
     /// One signature per secret; several while rotating. Never empty.
     pub secrets: Vec<NotifySecret>,
+    /// The n-th retry waits about `retry_schedule[n-1]`; then the notification is `failed`.
+    /// The contract's schedule (not a variable: tests shorten it).
+    pub retry_schedule: Vec<Duration>,
 }
 
 /// The app's notification endpoint: an http(s) URL. `Debug` hides a password in it.

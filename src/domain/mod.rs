@@ -4,7 +4,9 @@
 //! - [`checkout`]: the checkout state machine.
 //! - [`customer`]: which local customer an event or a request belongs to.
 //! - [`cards`]: a card's lifecycle, the default card, which copy of a card stays.
+//! - [`app_request`]: the app API's request bodies: validation, idempotency fingerprint.
 
+pub mod app_request;
 pub mod cards;
 pub mod checkout;
 pub mod customer;

@@ -1,6 +1,7 @@
-//! HTTP surface: the webhook endpoint and health checks. Handlers stay thin: they verify,
-//! hand off and map errors; the domain lives outside `http/`.
+//! HTTP surface: the webhook endpoint, health checks and the app API ([`api`]). Handlers
+//! stay thin: they verify, hand off and map errors; the domain lives outside `http/`.
 
+pub mod api;
 mod error;
 mod health;
 mod webhook;
@@ -34,5 +35,6 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/stripe", web::post().to(webhook::receive))
         .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .configure(api::routes);
 }

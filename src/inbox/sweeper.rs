@@ -47,6 +47,7 @@ pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
                     at: now,
                 },
             )?;
+            crate::app::notifications::checkout_moved(conn, &row.id, CheckoutState::Expired, now)?;
             info!(
                 "checkout {} ({}) expired from {state}",
                 row.id, row.intent_id

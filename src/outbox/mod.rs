@@ -3,7 +3,9 @@
 //!
 //! - [`runner`]: claims, leases, runs steps, records attempts, retries; knows no kind.
 //! - [`save_card`]: attach a saved card to its customer at Stripe and make it the default.
+//! - [`notify`]: notifications to the app (Standard Webhooks).
 
+pub mod notify;
 pub mod runner;
 pub mod save_card;
 

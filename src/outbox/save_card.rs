@@ -151,6 +151,19 @@ impl Kind for SaveCardKind {
     fn retry_policy(&self) -> &RetryPolicy {
         &self.policy
     }
+
+    /// The app hears of the card's outcome (`card.saved` / `card.save_failed`).
+    fn on_end(&self, conn: &mut Conn, item: &store::OutboxRow, end: &super::runner::End) -> StoreResult<()> {
+        match &item.checkout_id {
+            Some(checkout) => crate::app::notifications::card_ended(
+                conn,
+                checkout,
+                *end == super::runner::End::Done,
+                now_secs(),
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 fn next(step: Step) -> Result<Progress, Failure> {
@@ -500,7 +513,7 @@ fn stripe_customer(customer: &CustomerRow) -> Result<&str, Failure> {
 
 /// Records a new Stripe customer on the local customer (and the checkout) as soon as it is
 /// known, so no later work creates another.
-fn record_stripe_customer(
+pub(crate) fn record_stripe_customer(
     conn: &mut Conn,
     customer: &CustomerRow,
     stripe_id: &str,

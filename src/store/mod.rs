@@ -15,8 +15,9 @@
 //! - `pool`: the pool for either backend, the SQLite write gate, migrations.
 //! - `conn`: one connection, transactions and savepoints, [`with_conn!`].
 //! - `blocking`: the one way from async code to blocking database work.
-//! - one module per table (repositories), `schema`, `prepared` (statements prepared once).
+//! - one module per table (repositories; `app_checkouts`: what the app asked for), `schema`, `prepared` (statements prepared once).
 
+pub mod app_checkouts;
 mod blocking;
 pub mod checkouts;
 mod conn;

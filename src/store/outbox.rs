@@ -324,6 +324,31 @@ pub fn requeue_failed_items(conn: &mut Conn, kinds: &[&str]) -> StoreResult<Vec<
     Ok(failed)
 }
 
+/// Puts the named items of `kind` back in the queue if they are failed (fresh count of tries,
+/// resuming where they stopped); returns the ids it requeued.
+pub fn requeue_failed_items_by_id(
+    conn: &mut Conn,
+    kind: &str,
+    ids: &[i64],
+) -> StoreResult<Vec<i64>> {
+    let failed: Vec<i64> = with_conn!(conn, c => dsl::outbox
+        .filter(dsl::status.eq(OutboxStatus::Failed))
+        .filter(dsl::kind.eq(kind))
+        .filter(dsl::id.eq_any(ids))
+        .select(dsl::id)
+        .load(c))?;
+    with_conn!(conn, c => diesel::update(dsl::outbox.filter(dsl::id.eq_any(&failed)))
+        .set((
+            dsl::status.eq(OutboxStatus::Pending),
+            dsl::attempts.eq(0),
+            dsl::next_attempt_at_ms.eq(0),
+            dsl::locked_until_ms.eq(0),
+            dsl::locked_by.eq(None::<String>),
+        ))
+        .execute(c))?;
+    Ok(failed)
+}
+
 /// When the earliest pending item of `kinds` is due (unix milliseconds; a leased item when
 /// its lease ends), if any is pending.
 pub fn next_pending_at_ms(conn: &mut Conn, kinds: &[&str]) -> StoreResult<Option<i64>> {

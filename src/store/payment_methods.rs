@@ -124,3 +124,16 @@ pub fn set_payment_method_status(
         .execute(c))?;
     Ok(())
 }
+
+/// Every card record of a customer, detached ones included, oldest first (the app API's
+/// customer view).
+pub fn list_all_customer_payment_methods(
+    conn: &mut Conn,
+    customer_id: i64,
+) -> StoreResult<Vec<PaymentMethodRow>> {
+    Ok(with_conn!(conn, c => dsl::payment_methods
+        .filter(dsl::customer_id.eq(customer_id))
+        .order((dsl::created_at.asc(), dsl::id.asc()))
+        .select(PaymentMethodRow::as_select())
+        .load(c))?)
+}

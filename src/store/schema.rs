@@ -73,6 +73,7 @@ diesel::table! {
         last_error_message -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        notify_sequence -> BigInt,
     }
 }
 
@@ -128,7 +129,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    app_checkouts (id) {
+        id -> Text,
+        kind -> Text,
+        customer_id -> Nullable<BigInt>,
+        customer_ref -> Nullable<Text>,
+        email -> Nullable<Text>,
+        amount -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+        save_card -> Bool,
+        off_session -> Bool,
+        description -> Nullable<Text>,
+        metadata -> Nullable<Text>,
+        payment_method_id -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Text,
+        intent_id -> Nullable<Text>,
+        client_secret -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(checkout_transitions -> checkouts (checkout_id));
+diesel::joinable!(app_checkouts -> customers (customer_id));
 diesel::joinable!(checkouts -> customers (customer_id));
 diesel::joinable!(payment_methods -> customers (customer_id));
 diesel::joinable!(outbox -> checkouts (checkout_id));
@@ -142,4 +167,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     checkout_transitions,
     outbox,
     outbox_attempts,
+    app_checkouts,
 );

@@ -18,7 +18,7 @@ use stripe_payment::payment_method::{
 use stripe_shared::{ApiErrorsCode, PaymentMethod};
 
 pub struct StripeApi {
-    client: Client,
+    pub(super) client: Client,
     base_url: String,
 }
 
@@ -80,7 +80,7 @@ impl ApiError {
         }
     }
 
-    fn local(message: impl Into<String>) -> Self {
+    pub(super) fn local(message: impl Into<String>) -> Self {
         ApiError::make(false, None, None, message.into())
     }
 
@@ -153,7 +153,7 @@ impl From<StripeError> for ApiError {
 
 /// Stripe masks keys in its own messages, but an intermediary or misbehaving fake might
 /// echo one back; scrub anything key-shaped before it reaches logs.
-fn redact(message: &str) -> String {
+pub(super) fn redact(message: &str) -> String {
     let keyish = |w: &str| {
         ["sk_live_", "sk_test_", "rk_live_", "rk_test_"]
             .iter()
@@ -169,7 +169,7 @@ fn redact(message: &str) -> String {
 /// IDs are spliced into URL paths unescaped by async-stripe, so anything but
 /// `[A-Za-z0-9_]` could rewrite the path or yield an http::Error that would look
 /// like a (retryable) transport error.
-fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty() && id.len() <= 255;
     if ok && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Ok(());
@@ -181,7 +181,7 @@ fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
 
 /// A key that is not a valid header value would fail inside hyper as a ClientError,
 /// which we would otherwise retry forever.
-fn strategy(idempotency_key: &str) -> Result<RequestStrategy, ApiError> {
+pub(super) fn strategy(idempotency_key: &str) -> Result<RequestStrategy, ApiError> {
     if !idempotency_key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(ApiError::local(
             "invalid idempotency key: must be printable ASCII",

@@ -5,6 +5,7 @@
 //! - [`envelope`]: the event fields admission stores beside the raw payload (pure).
 //! - [`payload`]: typed views of intents and payment methods, and the handled event types (pure).
 //! - [`client`]: the Stripe API calls payhook makes, errors classified retryable or permanent.
+//! - [`intents`]: the app API's intent calls (create, charge off-session, cancel).
 //! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
 //! - [`gateway`]: the client behind the token bucket: the way every call goes out.
 
@@ -12,6 +13,7 @@ pub mod client;
 pub mod envelope;
 pub mod gateway;
 pub mod ids;
+pub mod intents;
 mod json;
 pub mod payload;
 pub mod rate_limit;

@@ -186,6 +186,7 @@ async fn the_schema_module_matches_the_migrations(backend: Backend) {
         declared!(checkout_transitions),
         declared!(outbox),
         declared!(outbox_attempts),
+        declared!(app_checkouts),
     ];
     tokio::task::spawn_blocking(move || {
         let pool = Pool::connect(&url, PoolOptions::default()).expect("connect");
