@@ -162,10 +162,21 @@ impl Application {
             info!(
                 "app API on at /api/v1 ({} token{})",
                 config.api_tokens.len(),
-                if config.api_tokens.len() == 1 { "" } else { "s" }
+                if config.api_tokens.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             );
         }
-        let server = build_server(&config, listener, admitter, pool.clone(), health.clone(), api)?;
+        let server = build_server(
+            &config,
+            listener,
+            admitter,
+            pool.clone(),
+            health.clone(),
+            api,
+        )?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
@@ -404,18 +415,17 @@ fn build_server(
         pool,
         health,
     });
-    let mut server =
-        HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(api.clone())
             .configure(http::routes)
     })
-            .client_request_timeout(config.client_request_timeout)
-            .client_disconnect_timeout(Duration::from_secs(2))
-            .keep_alive(Duration::from_secs(75))
-            .backlog(2048)
-            .shutdown_timeout(10);
+    .client_request_timeout(config.client_request_timeout)
+    .client_disconnect_timeout(Duration::from_secs(2))
+    .keep_alive(Duration::from_secs(75))
+    .backlog(2048)
+    .shutdown_timeout(10);
     if config.http_workers > 0 {
         server = server.workers(config.http_workers);
     }

@@ -30,7 +30,8 @@ impl AppApi {
         idempotency_key: Option<String>,
     ) -> Result<Created, AppError> {
         let key = idempotency_key.ok_or(AppError::IdempotencyKeyRequired)?;
-        check_customer_ref("customer_ref", customer_ref).map_err(|_| AppError::NotFound("customer"))?;
+        check_customer_ref("customer_ref", customer_ref)
+            .map_err(|_| AppError::NotFound("customer"))?;
         let request = parse_charge(body)?;
         let route = format!("POST /api/v1/customers/{customer_ref}/charges");
         let hash = request_fingerprint(&route, &request);
@@ -139,20 +140,32 @@ mod tests {
 
     #[test]
     fn the_contracts_outcome_table() {
-        assert_eq!(outcome(&snapshot("succeeded"), None).0, CheckoutState::Succeeded);
-        assert_eq!(outcome(&snapshot("processing"), None).0, CheckoutState::Processing);
+        assert_eq!(
+            outcome(&snapshot("succeeded"), None).0,
+            CheckoutState::Succeeded
+        );
+        assert_eq!(
+            outcome(&snapshot("processing"), None).0,
+            CheckoutState::Processing
+        );
         let (state, error) = outcome(
             &snapshot("requires_payment_method"),
             Some(&fault("authentication_required", "authentication_required")),
         );
         assert_eq!(state, CheckoutState::RequiresAction);
-        assert_eq!(error.unwrap().code.as_deref(), Some("authentication_required"));
+        assert_eq!(
+            error.unwrap().code.as_deref(),
+            Some("authentication_required")
+        );
         let (state, error) = outcome(
             &snapshot("requires_payment_method"),
             Some(&fault("card_declined", "insufficient_funds")),
         );
         assert_eq!(state, CheckoutState::Failed);
-        assert_eq!(error.unwrap().decline_code.as_deref(), Some("insufficient_funds"));
+        assert_eq!(
+            error.unwrap().decline_code.as_deref(),
+            Some("insufficient_funds")
+        );
         assert_eq!(outcome(&snapshot("succeeded"), None).1, None);
     }
 }

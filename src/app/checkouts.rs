@@ -1,7 +1,7 @@
 //! Checkouts through the app API: create (setup or payment), resume, read, list, cancel; and
 //! the customer view. See the module docs of [`super`] for the order of writes and calls.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -140,7 +140,7 @@ impl AppApi {
         let stripe = self.stripe()?;
         let customer = self.stripe_customer(stripe, row.customer_id).await?;
         let stripe_customer = customer.as_ref().and_then(|c| c.stripe_customer_id.clone());
-        let mut metadata: HashMap<String, String> = row
+        let mut metadata: BTreeMap<String, String> = row
             .metadata
             .as_deref()
             .and_then(|m| serde_json::from_str(m).ok())
@@ -157,10 +157,7 @@ impl AppApi {
             save_card: row.save_card && row.kind == CheckoutKind::Payment,
             description: row.description.as_deref(),
             metadata,
-            charge_off_session: row
-                .payment_method_id
-                .as_deref()
-                .filter(|_| row.off_session),
+            charge_off_session: row.payment_method_id.as_deref().filter(|_| row.off_session),
         };
         let key = format!("checkout:{}:intent", row.id);
         let (snapshot, fault) = match create_intent(stripe, &key, &new).await {
@@ -363,7 +360,8 @@ impl AppApi {
             self.pool
                 .run(move |conn| {
                     conn.transaction(|conn| {
-                        let Some(row) = checkout_store::find_checkout_by_intent(conn, &snapshot.id)?
+                        let Some(row) =
+                            checkout_store::find_checkout_by_intent(conn, &snapshot.id)?
                         else {
                             return Ok(());
                         };
@@ -445,7 +443,10 @@ fn existing_for_key(
 }
 
 /// The same key with the same request is a retry; with another, a mistake the app must see.
-fn same_request(existing: AppCheckoutRow, new: &AppCheckoutRow) -> Result<AppCheckoutRow, AppError> {
+fn same_request(
+    existing: AppCheckoutRow,
+    new: &AppCheckoutRow,
+) -> Result<AppCheckoutRow, AppError> {
     if existing.request_hash == new.request_hash {
         Ok(existing)
     } else {
@@ -549,7 +550,10 @@ fn record_intent(
                 // A webhook of the intent created it meanwhile (PostgreSQL: it waited for
                 // that transaction): go on from its row.
                 checkout_store::find_checkout_by_intent(conn, &snapshot.id)?.ok_or_else(|| {
-                    StoreError::Conflict(format!("checkout of {} created concurrently", snapshot.id))
+                    StoreError::Conflict(format!(
+                        "checkout of {} created concurrently",
+                        snapshot.id
+                    ))
                 })?
             }
         }

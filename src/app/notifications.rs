@@ -41,7 +41,11 @@ pub fn checkout_moved(
 
 /// Saving the checkout's card ended: saved, or failed for good.
 pub fn card_ended(conn: &mut Conn, checkout_id: &str, saved: bool, now: i64) -> StoreResult<()> {
-    let event_type = if saved { "card.saved" } else { "card.save_failed" };
+    let event_type = if saved {
+        "card.saved"
+    } else {
+        "card.save_failed"
+    };
     queue(conn, checkout_id, event_type, now)
 }
 
@@ -72,8 +76,14 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 6);
         assert_eq!(checkout_type(CheckoutState::Pending), None);
-        for state in CheckoutState::ALL.iter().filter(|s| **s != CheckoutState::Pending) {
-            assert_eq!(checkout_type(*state), Some(format!("checkout.{state}").as_str()));
+        for state in CheckoutState::ALL
+            .iter()
+            .filter(|s| **s != CheckoutState::Pending)
+        {
+            assert_eq!(
+                checkout_type(*state),
+                Some(format!("checkout.{state}").as_str())
+            );
         }
     }
 }

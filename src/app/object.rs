@@ -195,22 +195,47 @@ mod tests {
     #[test]
     fn the_client_secret_shows_only_to_the_app_and_only_while_it_is_of_use() {
         let pending = view(CheckoutState::Pending);
-        assert_eq!(pending.render(Secret::Include)["client_secret"], "pi_1_secret_x");
+        assert_eq!(
+            pending.render(Secret::Include)["client_secret"],
+            "pi_1_secret_x"
+        );
         assert!(pending.render(Secret::Omit)["client_secret"].is_null());
-        for state in [CheckoutState::Succeeded, CheckoutState::Canceled, CheckoutState::Expired] {
-            assert!(view(state).render(Secret::Include)["client_secret"].is_null(), "{state}");
+        for state in [
+            CheckoutState::Succeeded,
+            CheckoutState::Canceled,
+            CheckoutState::Expired,
+        ] {
+            assert!(
+                view(state).render(Secret::Include)["client_secret"].is_null(),
+                "{state}"
+            );
         }
         let requires_action = view(CheckoutState::RequiresAction);
-        assert_eq!(requires_action.render(Secret::Include)["client_secret"], "pi_1_secret_x");
+        assert_eq!(
+            requires_action.render(Secret::Include)["client_secret"],
+            "pi_1_secret_x"
+        );
     }
 
     #[test]
     fn the_object_has_every_field_of_the_contract() {
         let object = view(CheckoutState::Pending).render(Secret::Include);
         for field in [
-            "id", "mode", "state", "intent_id", "client_secret", "customer_ref", "amount",
-            "currency", "save_card", "off_session", "payment_method", "last_error", "card",
-            "created_at", "updated_at",
+            "id",
+            "mode",
+            "state",
+            "intent_id",
+            "client_secret",
+            "customer_ref",
+            "amount",
+            "currency",
+            "save_card",
+            "off_session",
+            "payment_method",
+            "last_error",
+            "card",
+            "created_at",
+            "updated_at",
         ] {
             assert!(object.get(field).is_some(), "{field} missing from {object}");
         }

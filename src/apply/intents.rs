@@ -274,7 +274,10 @@ fn app_checkout_of(conn: &mut Conn, view: &IntentView) -> StoreResult<Option<Str
     let Some(app) = crate::store::app_checkouts::find_app_checkout(conn, id)? else {
         return Ok(None);
     };
-    if app.intent_id.as_deref().is_some_and(|i| i != view.id.as_str())
+    if app
+        .intent_id
+        .as_deref()
+        .is_some_and(|i| i != view.id.as_str())
         || checkout_store::find_checkout(conn, id)?.is_some()
     {
         return Ok(None);

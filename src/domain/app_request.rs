@@ -65,7 +65,10 @@ const RESERVED_METADATA: [&str; 2] = ["checkout_id", "customer_ref"];
 /// Checks a `customer_ref` (from a body or a path): 1 to 255 printable characters.
 pub fn check_customer_ref(field: &str, value: &str) -> Result<(), InvalidRequest> {
     if value.is_empty() || value.chars().count() > REF_CHARS {
-        return Err(invalid(field, format!("must be 1 to {REF_CHARS} characters")));
+        return Err(invalid(
+            field,
+            format!("must be 1 to {REF_CHARS} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
@@ -108,7 +111,9 @@ fn amount(map: &Map<String, Value>) -> Result<Option<i64>, InvalidRequest> {
             Some(n) if (1..=MAX_AMOUNT).contains(&n) => Ok(Some(n)),
             _ => Err(invalid(
                 "amount",
-                format!("must be a whole number from 1 to {MAX_AMOUNT} (the currency's smallest unit)"),
+                format!(
+                    "must be a whole number from 1 to {MAX_AMOUNT} (the currency's smallest unit)"
+                ),
             )),
         },
     }
@@ -120,7 +125,10 @@ fn currency(map: &Map<String, Value>) -> Result<Option<String>, InvalidRequest> 
         Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
             Ok(Some(c.to_ascii_lowercase()))
         }
-        Some(_) => Err(invalid("currency", "must be a three-letter ISO code, e.g. usd")),
+        Some(_) => Err(invalid(
+            "currency",
+            "must be a three-letter ISO code, e.g. usd",
+        )),
     }
 }
 
@@ -142,13 +150,19 @@ fn metadata(map: &Map<String, Value>) -> Result<BTreeMap<String, String>, Invali
         return Err(invalid("metadata", "must be an object of strings"));
     };
     if entries.len() > METADATA_KEYS {
-        return Err(invalid("metadata", format!("must have at most {METADATA_KEYS} keys")));
+        return Err(invalid(
+            "metadata",
+            format!("must have at most {METADATA_KEYS} keys"),
+        ));
     }
     let mut out = BTreeMap::new();
     for (key, value) in entries {
         let field = format!("metadata[{key}]");
         if key.is_empty() || key.chars().count() > METADATA_KEY_CHARS {
-            return Err(invalid(&field, format!("keys must be 1 to {METADATA_KEY_CHARS} characters")));
+            return Err(invalid(
+                &field,
+                format!("keys must be 1 to {METADATA_KEY_CHARS} characters"),
+            ));
         }
         if RESERVED_METADATA.contains(&key.as_str()) {
             return Err(invalid(&field, "is set by payhook"));
@@ -157,7 +171,10 @@ fn metadata(map: &Map<String, Value>) -> Result<BTreeMap<String, String>, Invali
             return Err(invalid(&field, "must be a string"));
         };
         if value.chars().count() > METADATA_VALUE_CHARS {
-            return Err(invalid(&field, format!("must be at most {METADATA_VALUE_CHARS} characters")));
+            return Err(invalid(
+                &field,
+                format!("must be at most {METADATA_VALUE_CHARS} characters"),
+            ));
         }
         out.insert(key.clone(), value.clone());
     }
@@ -193,7 +210,11 @@ pub fn parse_checkout(body: &[u8]) -> Result<CheckoutRequest, InvalidRequest> {
     let email = string(&map, "email")?;
     if let Some(e) = &email {
         let (local, domain) = e.split_once('@').unwrap_or(("", ""));
-        if local.is_empty() || domain.is_empty() || e.chars().count() > EMAIL_CHARS || e.chars().any(char::is_whitespace) {
+        if local.is_empty()
+            || domain.is_empty()
+            || e.chars().count() > EMAIL_CHARS
+            || e.chars().any(char::is_whitespace)
+        {
             return Err(invalid("email", "must be an email address"));
         }
     }
@@ -206,7 +227,10 @@ pub fn parse_checkout(body: &[u8]) -> Result<CheckoutRequest, InvalidRequest> {
     match mode {
         CheckoutKind::Setup => {
             if customer_ref.is_none() {
-                return Err(invalid("customer_ref", "is required for mode setup: the card is saved to this user"));
+                return Err(invalid(
+                    "customer_ref",
+                    "is required for mode setup: the card is saved to this user",
+                ));
             }
             for (field, given) in [
                 ("amount", amount.is_some()),
@@ -226,7 +250,10 @@ pub fn parse_checkout(body: &[u8]) -> Result<CheckoutRequest, InvalidRequest> {
                 return Err(invalid("currency", "is required for mode payment"));
             }
             if save_card && customer_ref.is_none() {
-                return Err(invalid("customer_ref", "is required with save_card: the card is saved to this user"));
+                return Err(invalid(
+                    "customer_ref",
+                    "is required with save_card: the card is saved to this user",
+                ));
             }
         }
     }
@@ -276,7 +303,9 @@ mod tests {
 
     #[test]
     fn valid_setup_and_payment_requests_parse() {
-        let setup = parse_checkout(br#"{"mode":"setup","customer_ref":"user_42","email":"a@b.example"}"#).unwrap();
+        let setup =
+            parse_checkout(br#"{"mode":"setup","customer_ref":"user_42","email":"a@b.example"}"#)
+                .unwrap();
         assert_eq!(setup.mode, CheckoutKind::Setup);
         assert!(setup.save_card);
         let payment = parse_checkout(
@@ -294,31 +323,93 @@ mod tests {
         assert_eq!(field_of(r#"{"customer_ref":"u"}"#), "mode");
         assert_eq!(field_of(r#"{"mode":"card"}"#), "mode");
         assert_eq!(field_of(r#"{"mode":"setup"}"#), "customer_ref");
-        assert_eq!(field_of(r#"{"mode":"setup","customer_ref":"u","amount":5}"#), "amount");
+        assert_eq!(
+            field_of(r#"{"mode":"setup","customer_ref":"u","amount":5}"#),
+            "amount"
+        );
         assert_eq!(field_of(r#"{"mode":"payment","currency":"usd"}"#), "amount");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":0,"currency":"usd"}"#), "amount");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":1.5,"currency":"usd"}"#), "amount");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":100000000,"currency":"usd"}"#), "amount");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"dollars"}"#), "currency");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"usd","save_card":true}"#), "customer_ref");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"usd","save_card":"yes"}"#), "save_card");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"usd","bogus":1}"#), "bogus");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"checkout_id":"x"}}"#), "metadata[checkout_id]");
-        assert_eq!(field_of(r#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"k":1}}"#), "metadata[k]");
-        assert_eq!(field_of(r#"{"mode":"setup","customer_ref":"u","email":"nope"}"#), "email");
-        assert_eq!(field_of(r#"{"mode":"setup","customer_ref":""}"#), "customer_ref");
-        assert_eq!(parse_charge(br#"{"amount":5}"#).unwrap_err().field, "currency");
-        assert_eq!(parse_charge(br#"{"currency":"usd"}"#).unwrap_err().field, "amount");
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":0,"currency":"usd"}"#),
+            "amount"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":1.5,"currency":"usd"}"#),
+            "amount"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":100000000,"currency":"usd"}"#),
+            "amount"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":5,"currency":"dollars"}"#),
+            "currency"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":5,"currency":"usd","save_card":true}"#),
+            "customer_ref"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":5,"currency":"usd","save_card":"yes"}"#),
+            "save_card"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":5,"currency":"usd","bogus":1}"#),
+            "bogus"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"checkout_id":"x"}}"#
+            ),
+            "metadata[checkout_id]"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"k":1}}"#),
+            "metadata[k]"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"setup","customer_ref":"u","email":"nope"}"#),
+            "email"
+        );
+        assert_eq!(
+            field_of(r#"{"mode":"setup","customer_ref":""}"#),
+            "customer_ref"
+        );
+        assert_eq!(
+            parse_charge(br#"{"amount":5}"#).unwrap_err().field,
+            "currency"
+        );
+        assert_eq!(
+            parse_charge(br#"{"currency":"usd"}"#).unwrap_err().field,
+            "amount"
+        );
     }
 
     #[test]
     fn the_fingerprint_ignores_spelling_but_not_meaning_or_route() {
-        let a = parse_checkout(br#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"a":"1","b":"2"}}"#).unwrap();
-        let b = parse_checkout(br#"{"metadata":{"b":"2","a":"1"},"currency":"USD","amount":5,"mode":"payment"}"#).unwrap();
-        let c = parse_checkout(br#"{"mode":"payment","amount":6,"currency":"usd","metadata":{"a":"1","b":"2"}}"#).unwrap();
+        let a = parse_checkout(
+            br#"{"mode":"payment","amount":5,"currency":"usd","metadata":{"a":"1","b":"2"}}"#,
+        )
+        .unwrap();
+        let b = parse_checkout(
+            br#"{"metadata":{"b":"2","a":"1"},"currency":"USD","amount":5,"mode":"payment"}"#,
+        )
+        .unwrap();
+        let c = parse_checkout(
+            br#"{"mode":"payment","amount":6,"currency":"usd","metadata":{"a":"1","b":"2"}}"#,
+        )
+        .unwrap();
         let route = "POST /api/v1/checkouts";
-        assert_eq!(request_fingerprint(route, &a), request_fingerprint(route, &b));
-        assert_ne!(request_fingerprint(route, &a), request_fingerprint(route, &c));
-        assert_ne!(request_fingerprint(route, &a), request_fingerprint("other", &a));
+        assert_eq!(
+            request_fingerprint(route, &a),
+            request_fingerprint(route, &b)
+        );
+        assert_ne!(
+            request_fingerprint(route, &a),
+            request_fingerprint(route, &c)
+        );
+        assert_ne!(
+            request_fingerprint(route, &a),
+            request_fingerprint("other", &a)
+        );
     }
 }

@@ -153,7 +153,11 @@ impl NotifyKind {
             .await
             // Without the URL: it may hold credentials.
             .map_err(|e| {
-                let kind = if e.is_timeout() { "timeout" } else { "unreachable" };
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "unreachable"
+                };
                 Failure::retryable(kind, e.without_url().to_string())
             })?;
         let status = response.status();

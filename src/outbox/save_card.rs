@@ -153,7 +153,12 @@ impl Kind for SaveCardKind {
     }
 
     /// The app hears of the card's outcome (`card.saved` / `card.save_failed`).
-    fn on_end(&self, conn: &mut Conn, item: &store::OutboxRow, end: &super::runner::End) -> StoreResult<()> {
+    fn on_end(
+        &self,
+        conn: &mut Conn,
+        item: &store::OutboxRow,
+        end: &super::runner::End,
+    ) -> StoreResult<()> {
         match &item.checkout_id {
             Some(checkout) => crate::app::notifications::card_ended(
                 conn,

@@ -8,15 +8,19 @@
 //! `requires_payment_method`, the decline in `last_payment_error`), and that intent is what the
 //! checkout records ([`IntentCallError::Declined`]).
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use stripe::{StripeError, StripeRequest};
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CreatePaymentIntent, CreatePaymentIntentOffSession,
 };
 use stripe_core::setup_intent::{CancelSetupIntent, CreateSetupIntent, CreateSetupIntentUsage};
-use stripe_shared::{ApiErrors, ApiErrorsType, PaymentIntent, PaymentIntentSetupFutureUsage, SetupIntent};
+use stripe_shared::{
+    ApiErrors, ApiErrorsType, PaymentIntent, PaymentIntentSetupFutureUsage, SetupIntent,
+};
 
 use super::client::{check_id, redact, strategy, ApiError, StripeApi};
 use crate::domain::checkout::CheckoutKind;
@@ -33,9 +37,26 @@ pub struct NewIntent<'a> {
     pub save_card: bool,
     pub description: Option<&'a str>,
     /// `checkout_id`, `customer_ref` and the app's own keys.
-    pub metadata: HashMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
     /// An off-session charge of this saved card: confirmed at once, customer absent.
     pub charge_off_session: Option<&'a str>,
+}
+
+/// The metadata as async-stripe takes it (a `HashMap`), laid out the same way on every call
+/// of the process: a resent request must be the same request, byte for byte, and a `HashMap`
+/// with its own random hasher would serialise its keys in another order each time. One
+/// hasher for the process, the same capacity and the same (sorted) insertions give the same
+/// order.
+fn metadata_map(metadata: &BTreeMap<String, String>) -> HashMap<String, String> {
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    let mut map = HashMap::with_capacity_and_hasher(
+        metadata.len(),
+        HASHER.get_or_init(RandomState::new).clone(),
+    );
+    for (k, v) in metadata {
+        map.insert(k.clone(), v.clone());
+    }
+    map
 }
 
 /// The error Stripe reports on an intent (`last_payment_error` / `last_setup_error`), or a
@@ -68,7 +89,10 @@ impl std::fmt::Debug for IntentSnapshot {
             .field("id", &self.id)
             .field("created", &self.created)
             .field("status", &self.status)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("payment_method", &self.payment_method)
             .field("last_error", &self.last_error)
             .finish()
@@ -159,7 +183,8 @@ fn classify(err: StripeError) -> IntentCallError {
         if e.type_ == ApiErrorsType::CardError {
             if let Some(mut intent) = intent {
                 if intent.payment_method.is_none() {
-                    intent.payment_method = e.payment_method.as_ref().map(|p| p.id.as_str().to_owned());
+                    intent.payment_method =
+                        e.payment_method.as_ref().map(|p| p.id.as_str().to_owned());
                 }
                 return IntentCallError::Declined {
                     intent: Box::new(intent),
@@ -192,7 +217,7 @@ impl StripeApi {
             CheckoutKind::Setup => {
                 let mut req = CreateSetupIntent::new()
                     .usage(CreateSetupIntentUsage::OffSession)
-                    .metadata(new.metadata.clone());
+                    .metadata(metadata_map(&new.metadata));
                 if let Some(customer) = new.customer {
                     req = req.customer(customer);
                 }
@@ -214,7 +239,8 @@ impl StripeApi {
                 };
                 let currency = stripe_types::Currency::from_str(currency)
                     .map_err(|_| ApiError::local("unknown currency"))?;
-                let mut req = CreatePaymentIntent::new(amount, currency).metadata(new.metadata.clone());
+                let mut req = CreatePaymentIntent::new(amount, currency)
+                    .metadata(metadata_map(&new.metadata));
                 if let Some(customer) = new.customer {
                     req = req.customer(customer);
                 }

@@ -25,7 +25,10 @@ async fn fake_post_raw(fake: &FakeStripe, path: &str, form: &[(&str, &str)]) -> 
 }
 
 /// The notifications of checkout `checkout_id`: `(type, sequence, data)` in sequence order.
-async fn notifications_of(sink: &wiremock::MockServer, checkout_id: &str) -> Vec<(String, i64, Value)> {
+async fn notifications_of(
+    sink: &wiremock::MockServer,
+    checkout_id: &str,
+) -> Vec<(String, i64, Value)> {
     let mut found: Vec<(String, i64, Value)> = bodies(&deliveries(sink).await)
         .into_iter()
         .filter(|b| b["data"]["id"] == checkout_id)
@@ -64,7 +67,10 @@ async fn save_card(
     )
     .await;
     let intent = checkout["intent_id"].as_str().expect("intent").to_owned();
-    let secret = checkout["client_secret"].as_str().expect("secret").to_owned();
+    let secret = checkout["client_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
     let pm = id(&fake.card(number, &email).await);
     let confirmed = fake
         .post(
@@ -84,7 +90,15 @@ async fn save_card(
         assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
     }
     wait_for_event(app, "setup_intent.succeeded", &intent).await;
-    let got = api_ok(app, "GET", &format!("/api/v1/checkouts/{}", id(&checkout)), None, None, 200).await;
+    let got = api_ok(
+        app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&checkout)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "succeeded", "{got}");
     assert_eq!(got["card"]["status"], "saved", "{got}");
     (got, pm)
@@ -110,25 +124,36 @@ async fn the_setup_flow_saves_the_card_and_tells_the_app(backend: Backend) {
     assert!(created["card"].is_null());
     let intent = created["intent_id"].as_str().expect("intent").to_owned();
     assert!(intent.starts_with("seti_"), "{created}");
-    let secret = created["client_secret"].as_str().expect("client secret").to_owned();
+    let secret = created["client_secret"]
+        .as_str()
+        .expect("client secret")
+        .to_owned();
     assert!(secret.starts_with(&intent));
 
     // At Stripe: the user's one customer is set on the intent, with payhook's metadata.
     let at_stripe = fake.get(&format!("/v1/setup_intents/{intent}")).await;
     assert_eq!(at_stripe["metadata"]["checkout_id"], created["id"]);
     assert_eq!(at_stripe["metadata"]["customer_ref"], "user_ada");
-    let cus = at_stripe["customer"].as_str().expect("customer on the intent").to_owned();
+    let cus = at_stripe["customer"]
+        .as_str()
+        .expect("customer on the intent")
+        .to_owned();
     let customer = fake.get(&format!("/v1/customers/{cus}")).await;
     assert_eq!(customer["metadata"]["customer_ref"], "user_ada");
 
     // The browser confirms; Stripe's webhooks reach payhook.
     let (first, pm1) = save_card_confirmed(&fake, &app, &intent, &secret, "4242424242424242").await;
-    assert!(first["client_secret"].is_null(), "no secret once succeeded: {first}");
+    assert!(
+        first["client_secret"].is_null(),
+        "no secret once succeeded: {first}"
+    );
     assert_eq!(first["card"]["payment_method"], pm1.as_str());
     let transitions = first["transitions"].as_array().expect("transitions");
     assert!(transitions.iter().any(|t| t["to"] == "succeeded"
         && t["outcome"] == "applied"
-        && t["event_id"].as_str().is_some_and(|e| e.starts_with("evt_"))));
+        && t["event_id"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("evt_"))));
 
     let customer = api_ok(&app, "GET", "/api/v1/customers/user_ada", None, None, 200).await;
     assert_eq!(customer["stripe_customer_id"], cus.as_str());
@@ -144,12 +169,19 @@ async fn the_setup_flow_saves_the_card_and_tells_the_app(backend: Backend) {
     assert_eq!(cards[0]["exp_year"], 2031);
     assert!(cards[0]["fingerprint"].as_str().is_some());
     let default_at_stripe = fake.get(&format!("/v1/customers/{cus}")).await;
-    assert_eq!(default_at_stripe["invoice_settings"]["default_payment_method"], pm1.as_str());
+    assert_eq!(
+        default_at_stripe["invoice_settings"]["default_payment_method"],
+        pm1.as_str()
+    );
 
     // A second card replaces the first: same Stripe customer, the new card the default.
     let (second, pm2) = save_card(&fake, &app, "user_ada", "5555555555554444").await;
     let customer = api_ok(&app, "GET", "/api/v1/customers/user_ada", None, None, 200).await;
-    assert_eq!(customer["stripe_customer_id"], cus.as_str(), "one customer per customer_ref");
+    assert_eq!(
+        customer["stripe_customer_id"],
+        cus.as_str(),
+        "one customer per customer_ref"
+    );
     assert_eq!(customer["default_payment_method"], pm2.as_str());
     let status_of = |pm: &str| {
         customer["cards"]
@@ -164,11 +196,17 @@ async fn the_setup_flow_saves_the_card_and_tells_the_app(backend: Backend) {
 
     // The app heard: checkout.succeeded, then card.saved, for each checkout, in sequence.
     let notes = notifications_of(&sink, first["id"].as_str().expect("id")).await;
-    assert_eq!(types(&notes), [("checkout.succeeded", 1), ("card.saved", 2)]);
+    assert_eq!(
+        types(&notes),
+        [("checkout.succeeded", 1), ("card.saved", 2)]
+    );
     assert_eq!(notes[1].2["card"]["status"], "saved");
     assert!(notes.iter().all(|n| n.2["client_secret"].is_null()));
     let notes = notifications_of(&sink, second["id"].as_str().expect("id")).await;
-    assert_eq!(types(&notes), [("checkout.succeeded", 1), ("card.saved", 2)]);
+    assert_eq!(
+        types(&notes),
+        [("checkout.succeeded", 1), ("card.saved", 2)]
+    );
     verify_independently(&deliveries(&sink).await);
 }
 both_backends!(the_setup_flow_saves_the_card_and_tells_the_app);
@@ -192,7 +230,15 @@ async fn save_card_confirmed(
     assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
     wait_for_event(app, "setup_intent.succeeded", intent).await;
     let checkout_id = app.checkout(intent).expect("checkout").id;
-    let got = api_ok(app, "GET", &format!("/api/v1/checkouts/{checkout_id}"), None, None, 200).await;
+    let got = api_ok(
+        app,
+        "GET",
+        &format!("/api/v1/checkouts/{checkout_id}"),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "succeeded", "{got}");
     assert_eq!(got["card"]["status"], "saved", "{got}");
     (got, pm)
@@ -234,14 +280,25 @@ async fn a_payment_that_keeps_the_card_saves_it(backend: Backend) {
     assert_eq!(paid["status"], "succeeded");
     wait_for_event(&app, "payment_intent.succeeded", &intent).await;
 
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&created)), None, None, 200).await;
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&created)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "succeeded", "{got}");
     assert_eq!(got["payment_method"], pm.as_str());
     assert_eq!(got["card"]["status"], "saved");
     let customer = api_ok(&app, "GET", "/api/v1/customers/user_bo", None, None, 200).await;
     assert_eq!(customer["default_payment_method"], pm.as_str());
     let notes = notifications_of(&sink, &id(&created)).await;
-    assert_eq!(types(&notes), [("checkout.succeeded", 1), ("card.saved", 2)]);
+    assert_eq!(
+        types(&notes),
+        [("checkout.succeeded", 1), ("card.saved", 2)]
+    );
     verify_independently(&deliveries(&sink).await);
 }
 both_backends!(a_payment_that_keeps_the_card_saves_it);
@@ -283,13 +340,31 @@ async fn an_off_session_charge_of_a_good_card_succeeds(backend: Backend) {
     .await;
     assert_eq!(again["id"], charged["id"]);
     assert_eq!(again["state"], "succeeded");
-    let creations = fake.get("/_config/requests?method=POST&path=/v1/payment_intents").await;
-    assert_eq!(creations["data"].as_array().expect("log").len(), 1, "one charge at Stripe");
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&charged)), None, None, 200).await;
+    let creations = fake
+        .get("/_config/requests?method=POST&path=/v1/payment_intents")
+        .await;
+    assert_eq!(
+        creations["data"].as_array().expect("log").len(),
+        1,
+        "one charge at Stripe"
+    );
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&charged)),
+        None,
+        None,
+        200,
+    )
+    .await;
     let transitions = got["transitions"].as_array().expect("transitions");
     assert_eq!(transitions[0]["to"], "pending");
     assert_eq!(
-        (transitions[1]["from"].clone(), transitions[1]["to"].clone(), transitions[1]["reason"].clone()),
+        (
+            transitions[1]["from"].clone(),
+            transitions[1]["to"].clone(),
+            transitions[1]["reason"].clone()
+        ),
         (json!("pending"), json!("succeeded"), json!("charge"))
     );
     let notes = notifications_of(&sink, &id(&charged)).await;
@@ -306,11 +381,25 @@ async fn a_charge_that_needs_authentication_recovers_on_session(backend: Backend
     assert_eq!(charged["state"], "requires_action", "{charged}");
     assert_eq!(charged["last_error"]["code"], "authentication_required");
     assert_eq!(charged["payment_method"], pm.as_str());
-    let secret = charged["client_secret"].as_str().expect("client secret for on-session").to_owned();
+    let secret = charged["client_secret"]
+        .as_str()
+        .expect("client secret for on-session")
+        .to_owned();
     let intent = charged["intent_id"].as_str().expect("intent").to_owned();
     wait_for_event(&app, "payment_intent.payment_failed", &intent).await;
-    let still = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&charged)), None, None, 200).await;
-    assert_eq!(still["state"], "requires_action", "the webhook agrees: {still}");
+    let still = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&charged)),
+        None,
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(
+        still["state"], "requires_action",
+        "the webhook agrees: {still}"
+    );
 
     // The customer comes back: Stripe.js confirmCardPayment(client_secret, {payment_method}).
     let confirmed = fake
@@ -328,7 +417,15 @@ async fn a_charge_that_needs_authentication_recovers_on_session(backend: Backend
         .await;
     assert_eq!(done["status"], "succeeded");
     wait_for_event(&app, "payment_intent.succeeded", &intent).await;
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&charged)), None, None, 200).await;
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&charged)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "succeeded", "{got}");
     assert!(got["last_error"].is_null());
     let notes = notifications_of(&sink, &id(&charged)).await;
@@ -352,7 +449,15 @@ async fn a_declined_off_session_charge_fails_with_its_decline_code(backend: Back
     assert_eq!(charged["last_error"]["decline_code"], "insufficient_funds");
     let intent = charged["intent_id"].as_str().expect("intent").to_owned();
     wait_for_event(&app, "payment_intent.payment_failed", &intent).await;
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&charged)), None, None, 200).await;
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&charged)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "failed");
     assert_eq!(got["last_error"]["decline_code"], "insufficient_funds");
     let notes = notifications_of(&sink, &id(&charged)).await;
@@ -379,17 +484,34 @@ async fn a_card_declined_on_session_fails_the_checkout(backend: Backend) {
     let (status, body) = fake_post_raw(
         &fake,
         &format!("/v1/payment_intents/{intent}/confirm"),
-        &[("payment_method", &pm), ("client_secret", created["client_secret"].as_str().expect("secret"))],
+        &[
+            ("payment_method", &pm),
+            (
+                "client_secret",
+                created["client_secret"].as_str().expect("secret"),
+            ),
+        ],
     )
     .await;
     assert_eq!(status, 402, "{body}");
     wait_for_event(&app, "payment_intent.payment_failed", &intent).await;
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&created)), None, None, 200).await;
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&created)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "failed", "{got}");
     assert_eq!(got["last_error"]["code"], "card_declined");
     assert_eq!(got["last_error"]["decline_code"], "insufficient_funds");
     assert!(got["card"].is_null(), "nothing saved: {got}");
-    assert!(got["client_secret"].as_str().is_some(), "the customer may try another card");
+    assert!(
+        got["client_secret"].as_str().is_some(),
+        "the customer may try another card"
+    );
     let customer = api_ok(&app, "GET", "/api/v1/customers/user_fa", None, None, 200).await;
     assert!(customer["default_payment_method"].is_null(), "{customer}");
     let notes = notifications_of(&sink, &id(&created)).await;
@@ -414,7 +536,15 @@ async fn an_abandoned_checkout_expires_and_the_app_is_told(backend: Backend) {
     let later = payhook::store::now_secs() + 3600 + 5;
     assert_eq!(app.drain.sweep(later).await.expect("sweep"), 1);
     app.settle().await;
-    let got = api_ok(&app, "GET", &format!("/api/v1/checkouts/{}", id(&created)), None, None, 200).await;
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{}", id(&created)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(got["state"], "expired");
     assert!(got["client_secret"].is_null());
     let notes = notifications_of(&sink, &id(&created)).await;
@@ -436,20 +566,45 @@ async fn a_checkout_is_canceled_at_stripe_and_a_success_cannot_be(backend: Backe
         201,
     )
     .await;
-    let canceled = api_ok(&app, "POST", &format!("/api/v1/checkouts/{}/cancel", id(&created)), None, None, 200).await;
+    let canceled = api_ok(
+        &app,
+        "POST",
+        &format!("/api/v1/checkouts/{}/cancel", id(&created)),
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(canceled["state"], "canceled", "{canceled}");
     assert!(canceled["client_secret"].is_null());
     let at_stripe = fake
-        .get(&format!("/v1/payment_intents/{}", created["intent_id"].as_str().expect("intent")))
+        .get(&format!(
+            "/v1/payment_intents/{}",
+            created["intent_id"].as_str().expect("intent")
+        ))
         .await;
     assert_eq!(at_stripe["status"], "canceled");
     app.settle().await;
-    assert_eq!(types(&notifications_of(&sink, &id(&created)).await), [("checkout.canceled", 1)]);
+    assert_eq!(
+        types(&notifications_of(&sink, &id(&created)).await),
+        [("checkout.canceled", 1)]
+    );
 
     let (_, _) = save_card(&fake, &app, "user_ho", "4242424242424242").await;
     let paid = charge(&app, "user_ho", "k-final").await;
-    let (status, body, _) = api(&app, "POST", &format!("/api/v1/checkouts/{}/cancel", id(&paid)), None, None).await;
-    assert_eq!((status, body["error"].clone()), (409, json!("checkout_final")), "{body}");
+    let (status, body, _) = api(
+        &app,
+        "POST",
+        &format!("/api/v1/checkouts/{}/cancel", id(&paid)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (409, json!("checkout_final")),
+        "{body}"
+    );
 }
 both_backends!(a_checkout_is_canceled_at_stripe_and_a_success_cannot_be);
 
@@ -480,19 +635,40 @@ async fn listing_is_newest_first_with_filters_and_pages(backend: Backend) {
     )
     .await;
     drop(fake);
-    let page = api_ok(&app, "GET", "/api/v1/checkouts?customer_ref=user_li&limit=2", None, None, 200).await;
-    let first: Vec<String> = page["data"].as_array().expect("data").iter().map(id).collect();
-    assert_eq!(page["has_more"], true);
-    let rest = api_ok(
+    let page = api_ok(
         &app,
         "GET",
-        &format!("/api/v1/checkouts?customer_ref=user_li&limit=2&starting_after={}", first[1]),
+        "/api/v1/checkouts?customer_ref=user_li&limit=2",
         None,
         None,
         200,
     )
     .await;
-    let second: Vec<String> = rest["data"].as_array().expect("data").iter().map(id).collect();
+    let first: Vec<String> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(id)
+        .collect();
+    assert_eq!(page["has_more"], true);
+    let rest = api_ok(
+        &app,
+        "GET",
+        &format!(
+            "/api/v1/checkouts?customer_ref=user_li&limit=2&starting_after={}",
+            first[1]
+        ),
+        None,
+        None,
+        200,
+    )
+    .await;
+    let second: Vec<String> = rest["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(id)
+        .collect();
     assert_eq!(rest["has_more"], false);
     let mut all = [first, second].concat();
     assert_eq!(all.len(), 3);
@@ -505,17 +681,36 @@ async fn listing_is_newest_first_with_filters_and_pages(backend: Backend) {
     let by_intent = api_ok(
         &app,
         "GET",
-        &format!("/api/v1/checkouts?intent_id={}", other["intent_id"].as_str().expect("intent")),
+        &format!(
+            "/api/v1/checkouts?intent_id={}",
+            other["intent_id"].as_str().expect("intent")
+        ),
         None,
         None,
         200,
     )
     .await;
     assert_eq!(by_intent["data"][0]["id"], other["id"]);
-    let pending = api_ok(&app, "GET", "/api/v1/checkouts?state=pending&limit=100", None, None, 200).await;
+    let pending = api_ok(
+        &app,
+        "GET",
+        "/api/v1/checkouts?state=pending&limit=100",
+        None,
+        None,
+        200,
+    )
+    .await;
     assert_eq!(pending["data"].as_array().expect("data").len(), 4);
-    for bad in ["limit=0", "limit=101", "limit=x", "state=paid", "bogus=1", "starting_after=chk_nope"] {
-        let (status, body, _) = api(&app, "GET", &format!("/api/v1/checkouts?{bad}"), None, None).await;
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "state=paid",
+        "bogus=1",
+        "starting_after=chk_nope",
+    ] {
+        let (status, body, _) =
+            api(&app, "GET", &format!("/api/v1/checkouts?{bad}"), None, None).await;
         assert_eq!(status, 422, "{bad}: {body}");
         assert_eq!(body["error"], "invalid_request");
     }

@@ -256,7 +256,12 @@ pub async fn stripe_scene(
         .respond_with(wiremock::ResponseTemplate::new(200))
         .mount(&sink)
         .await;
-    let app = spawn_api_app(backend, &fake.base_url, Some(&format!("{}/hooks", sink.uri()))).await;
+    let app = spawn_api_app(
+        backend,
+        &fake.base_url,
+        Some(&format!("{}/hooks", sink.uri())),
+    )
+    .await;
     wire_webhooks(&fake, &app).await;
     Some((fake, app, sink))
 }

@@ -4,10 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod app_api;
+mod app_flows;
+mod app_support;
 mod cli;
 mod fake_stripe;
 mod fuzz;
 mod helpers;
+mod notifications;
 mod ordering;
 mod outbox_claims;
 mod pg_outage;

@@ -24,7 +24,13 @@ pub struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -78,9 +84,11 @@ impl From<AppError> for ApiFailure {
                 stripe: Some((code, decline_code)),
                 ..Self::new(StatusCode::BAD_GATEWAY, "stripe_error", message)
             },
-            AppError::StripeUnavailable { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable", message)
-            }
+            AppError::StripeUnavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stripe_unavailable",
+                message,
+            ),
             AppError::Storage(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",

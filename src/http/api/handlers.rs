@@ -29,7 +29,11 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiFailure> {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= 255
+                && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
             Ok(Some(key.to_owned()))
         }
         _ => Err(ApiFailure::invalid(

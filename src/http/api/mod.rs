@@ -43,9 +43,12 @@ impl ApiState {
         // Hashes first, so the comparison takes the same time whatever the lengths; every
         // token is compared, so the time does not tell which one matched either.
         let given = Sha256::digest(given.as_bytes());
-        let matched = self.tokens.iter().fold(subtle::Choice::from(0), |acc, token| {
-            acc | Sha256::digest(token.expose().as_bytes()).ct_eq(&given)
-        });
+        let matched = self
+            .tokens
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, token| {
+                acc | Sha256::digest(token.expose().as_bytes()).ct_eq(&given)
+            });
         if bool::from(matched) {
             Ok(())
         } else {
@@ -61,8 +64,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/checkouts", web::post().to(handlers::create_checkout))
             .route("/checkouts", web::get().to(handlers::list_checkouts))
             .route("/checkouts/{id}", web::get().to(handlers::get_checkout))
-            .route("/checkouts/{id}/cancel", web::post().to(handlers::cancel_checkout))
-            .route("/customers/{customer_ref}", web::get().to(handlers::get_customer))
+            .route(
+                "/checkouts/{id}/cancel",
+                web::post().to(handlers::cancel_checkout),
+            )
+            .route(
+                "/customers/{customer_ref}",
+                web::get().to(handlers::get_customer),
+            )
             .route(
                 "/customers/{customer_ref}/charges",
                 web::post().to(handlers::charge),
