@@ -107,9 +107,13 @@ impl AppApi {
                             email: new.email.as_deref(),
                             stripe_customer_id: None,
                         };
-                        new.customer_id =
-                            customer_store::resolve(conn, names, ByEmail::FindOnly, new.created_at)?
-                                .map(|c| c.id);
+                        new.customer_id = customer_store::resolve(
+                            conn,
+                            names,
+                            ByEmail::FindOnly,
+                            new.created_at,
+                        )?
+                        .map(|c| c.id);
                     }
                     if store::insert_app_checkout(conn, &new)? {
                         return Ok(Ok((new, false)));
