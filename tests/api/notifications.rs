@@ -244,3 +244,113 @@ async fn a_notification_that_never_gets_through_fails_and_stays_visible(backend:
     assert_eq!(deliveries(&sink).await.len(), 8);
 }
 both_backends!(a_notification_that_never_gets_through_fails_and_stays_visible);
+
+/// `payhook notifications list|retry` on `url`, bounded: (success, stdout + stderr).
+fn cli(url: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["notifications"];
+    all.extend_from_slice(args);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_payhook"))
+        .args(&all)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("payhook runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+async fn the_cli_lists_failed_notifications_and_retries_them(backend: Backend) {
+    let (db, pool) = crate::helpers::fresh_pool(backend).await;
+    let url = db.url().expose();
+    tokio::task::spawn_blocking(move || {
+        use payhook::domain::checkout::{CheckoutKind, CheckoutState};
+        use payhook::store::checkouts::{self, CheckoutRow};
+        let mut conn = pool.get().expect("connection");
+        let row = CheckoutRow {
+            id: "chk_cli".into(),
+            kind: CheckoutKind::Payment,
+            intent_id: "pi_cli".into(),
+            customer_id: None,
+            stripe_customer_id: None,
+            payment_method_id: None,
+            amount: Some(100),
+            currency: Some("usd".into()),
+            setup_future_usage: None,
+            state: CheckoutState::Succeeded,
+            state_event_id: None,
+            state_event_created: 1,
+            last_error_code: None,
+            decline_code: None,
+            last_error_message: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert!(checkouts::insert_checkout(&mut conn, &row).expect("insert"));
+        for sequence in [1, 2] {
+            payhook::outbox::notify::enqueue(
+                &mut conn,
+                "chk_cli",
+                "checkout.succeeded",
+                sequence,
+                serde_json::json!({"id": "chk_cli"}),
+                1,
+            )
+            .expect("enqueue");
+        }
+        let items = outbox::list_items(&mut conn, payhook::outbox::notify::KIND).expect("items");
+        let failed = items[0].clone();
+        let mut leased = failed.clone();
+        leased.locked_by = Some("test".into());
+        payhook::with_conn!(&mut conn, c => {
+            use diesel::prelude::*;
+            use payhook::store::schema::outbox::dsl;
+            diesel::update(dsl::outbox.find(failed.id))
+                .set(dsl::locked_by.eq("test"))
+                .execute(c)
+        })
+        .expect("lease");
+        outbox::finish_item(
+            &mut conn,
+            &leased,
+            outbox::OutboxStatus::Failed,
+            8,
+            Some(("gone", "the app answered 410")),
+            None,
+            1,
+        )
+        .expect("fail it");
+
+        let (ok, out) = cli(&url, &["list", "--status", "failed"]);
+        assert!(ok, "{out}");
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "{out}");
+        assert!(
+            rows[0].starts_with(&format!("{}\tfailed\tcheckout.succeeded\tchk_cli\t1\t", failed.id)),
+            "{out}"
+        );
+        assert!(rows[0].ends_with("\tgone"), "{out}");
+        let (ok, out) = cli(&url, &["list"]);
+        assert!(ok && out.lines().count() == 3, "{out}");
+
+        let (ok, out) = cli(&url, &["retry", &failed.id.to_string(), "999"]);
+        assert!(!ok, "an id that is not a failed notification fails the command: {out}");
+        assert!(out.contains("1 failed notifications requeued") && out.contains("999"), "{out}");
+        let again = outbox::find_item(&mut conn, failed.id).expect("find").expect("item");
+        assert_eq!(again.status.as_str(), "pending");
+        assert_eq!(again.attempts, 0);
+        let (ok, out) = cli(&url, &["list", "--status", "failed"]);
+        assert!(ok && out.lines().count() == 1, "{out}");
+    })
+    .await
+    .expect("cli test");
+    drop(db);
+}
+both_backends!(the_cli_lists_failed_notifications_and_retries_them);
