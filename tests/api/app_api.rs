@@ -430,3 +430,112 @@ async fn a_lost_answer_resumes_with_the_same_key_and_a_webhook_finds_the_checkou
     assert_eq!(keys, vec![format!("checkout:{checkout_id}:intent"); 2]);
 }
 both_backends!(a_lost_answer_resumes_with_the_same_key_and_a_webhook_finds_the_checkout_first);
+
+async fn a_charge_and_its_webhook_agree_when_the_webhook_comes_first(backend: Backend) {
+    let stripe = MockServer::start().await;
+    // Stripe charges at once, but its answer reaches payhook after the webhook did.
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(|req: &Request| {
+            let mut pi = payment_intent("pi_mockorder", &checkout_of(req));
+            pi["status"] = json!("succeeded");
+            pi["amount_received"] = json!(1099);
+            pi["payment_method"] = json!("pm_order");
+            pi["customer"] = json!("cus_order");
+            ResponseTemplate::new(200)
+                .set_body_json(pi)
+                .set_delay(Duration::from_millis(1500))
+        })
+        .mount(&stripe)
+        .await;
+    let app = spawn_api_app(backend, &stripe.uri(), None).await;
+    app.with_conn(|c| {
+        use payhook::store::customers;
+        customers::insert_customer(
+            c,
+            &customers::NewCustomer {
+                customer_ref: Some("user_order"),
+                email: None,
+                stripe_customer_id: Some("cus_order"),
+                created_at: 1,
+                updated_at: 1,
+            },
+        )
+        .expect("customer");
+        let id = customers::find_customer_by_ref(c, "user_order")
+            .expect("find")
+            .expect("customer")
+            .id;
+        customers::set_default_payment_method(c, id, "pm_order", 1).expect("default");
+    });
+    let charge = {
+        let (address, client) = (app.address.clone(), app.client.clone());
+        tokio::spawn(async move {
+            let response = client
+                .post(format!("{address}/api/v1/customers/user_order/charges"))
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", "order-charge-1")
+                .json(&json!({"amount": 1099, "currency": "usd"}))
+                .send()
+                .await
+                .expect("answer");
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.expect("JSON"),
+            )
+        })
+    };
+    let checkout_id = loop {
+        let requests = stripe.received_requests().await.expect("recorded");
+        if let Some(r) = requests.first() {
+            break checkout_of(r);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut event = crate::helpers::intent_event(
+        "evt_order_succeeded",
+        "payment_intent.succeeded",
+        "pi_mockorder",
+        payhook::store::now_secs(),
+    );
+    event["data"]["object"]["metadata"] = json!({"checkout_id": checkout_id});
+    event["data"]["object"]["customer"] = json!("cus_order");
+    app.deliver(&bytes(&event)).await;
+    app.settle().await;
+    let (status, charged) = charge.await.expect("charge task");
+    assert_eq!(status, 201, "{charged}");
+    assert_eq!(charged["id"], checkout_id.as_str());
+    assert_eq!(charged["state"], "succeeded");
+    let got = api_ok(
+        &app,
+        "GET",
+        &format!("/api/v1/checkouts/{checkout_id}"),
+        None,
+        None,
+        200,
+    )
+    .await;
+    let outcomes: Vec<(Value, Value)> = got["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .map(|t| (t["outcome"].clone(), t["reason"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("applied"), Value::Null),
+            (json!("refused"), json!("duplicate (charge)"))
+        ],
+        "{got}"
+    );
+    let notified = app.with_conn(|c| {
+        payhook::store::outbox::list_items(c, payhook::outbox::notify::KIND).expect("items")
+    });
+    assert_eq!(
+        notified.len(),
+        1,
+        "one checkout.succeeded, from the webhook"
+    );
+}
+both_backends!(a_charge_and_its_webhook_agree_when_the_webhook_comes_first);

@@ -333,7 +333,10 @@ async fn the_cli_lists_failed_notifications_and_retries_them(backend: Backend) {
         let rows: Vec<&str> = out.lines().skip(1).collect();
         assert_eq!(rows.len(), 1, "{out}");
         assert!(
-            rows[0].starts_with(&format!("{}\tfailed\tcheckout.succeeded\tchk_cli\t1\t", failed.id)),
+            rows[0].starts_with(&format!(
+                "{}\tfailed\tcheckout.succeeded\tchk_cli\t1\t",
+                failed.id
+            )),
             "{out}"
         );
         assert!(rows[0].ends_with("\tgone"), "{out}");
@@ -341,9 +344,17 @@ async fn the_cli_lists_failed_notifications_and_retries_them(backend: Backend) {
         assert!(ok && out.lines().count() == 3, "{out}");
 
         let (ok, out) = cli(&url, &["retry", &failed.id.to_string(), "999"]);
-        assert!(!ok, "an id that is not a failed notification fails the command: {out}");
-        assert!(out.contains("1 failed notifications requeued") && out.contains("999"), "{out}");
-        let again = outbox::find_item(&mut conn, failed.id).expect("find").expect("item");
+        assert!(
+            !ok,
+            "an id that is not a failed notification fails the command: {out}"
+        );
+        assert!(
+            out.contains("1 failed notifications requeued") && out.contains("999"),
+            "{out}"
+        );
+        let again = outbox::find_item(&mut conn, failed.id)
+            .expect("find")
+            .expect("item");
         assert_eq!(again.status.as_str(), "pending");
         assert_eq!(again.attempts, 0);
         let (ok, out) = cli(&url, &["list", "--status", "failed"]);
