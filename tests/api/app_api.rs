@@ -539,3 +539,29 @@ async fn a_charge_and_its_webhook_agree_when_the_webhook_comes_first(backend: Ba
     );
 }
 both_backends!(a_charge_and_its_webhook_agree_when_the_webhook_comes_first);
+
+async fn a_stripe_refusal_answers_502_with_stripes_code(backend: Backend) {
+    let stripe = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "type": "invalid_request_error", "code": "amount_too_small",
+            "message": "Amount must be at least $0.50 usd", "param": "amount"}})))
+        .mount(&stripe)
+        .await;
+    let app = spawn_api_app(backend, &stripe.uri(), None).await;
+    let (status, body, _) = api(
+        &app,
+        "POST",
+        "/api/v1/checkouts",
+        Some(json!({"mode": "payment", "amount": 10, "currency": "usd"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "stripe_error");
+    assert_eq!(body["code"], "amount_too_small");
+    assert!(body["decline_code"].is_null());
+    assert!(!body.to_string().contains("sk_test"), "{body}");
+}
+both_backends!(a_stripe_refusal_answers_502_with_stripes_code);
