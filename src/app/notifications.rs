@@ -6,10 +6,11 @@
 //! transaction; `checkout.*` and `card.*` share it), so the app can drop a notification older
 //! than one it already has.
 
-use super::object::{self, Secret};
+use super::object::{self, CheckoutView, Hints, Secret};
 use crate::domain::checkout::CheckoutState;
 use crate::outbox::notify;
 use crate::store::app_checkouts;
+use crate::store::checkouts::CheckoutRow;
 use crate::store::{Conn, StoreResult};
 
 /// The notification type of a move to `state`; `None` for `pending` (a checkout's start,
@@ -49,10 +50,30 @@ pub fn card_ended(conn: &mut Conn, checkout_id: &str, saved: bool, now: i64) -> 
     queue(conn, checkout_id, event_type, now)
 }
 
+/// As [`checkout_moved`], for the processor, which has the row (as written) and what the
+/// event says in hand: the common case reads nothing more than it must.
+pub fn checkout_row_moved(
+    conn: &mut Conn,
+    row: &CheckoutRow,
+    hints: Hints<'_>,
+    now: i64,
+) -> StoreResult<()> {
+    let Some(event_type) = checkout_type(row.state) else {
+        return Ok(());
+    };
+    let view = object::view_with(conn, row.clone(), hints)?;
+    enqueue(conn, &view, event_type, now)
+}
+
 fn queue(conn: &mut Conn, checkout_id: &str, event_type: &str, now: i64) -> StoreResult<()> {
     let Some(view) = object::load(conn, checkout_id)? else {
         return Ok(());
     };
+    enqueue(conn, &view, event_type, now)
+}
+
+fn enqueue(conn: &mut Conn, view: &CheckoutView, event_type: &str, now: i64) -> StoreResult<()> {
+    let checkout_id = view.checkout.id.as_str();
     let sequence = app_checkouts::next_notify_sequence(conn, checkout_id)?;
     notify::enqueue(
         conn,

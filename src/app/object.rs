@@ -45,15 +45,59 @@ pub fn load(conn: &mut Conn, id: &str) -> StoreResult<Option<CheckoutView>> {
 
 /// The view of a checkout row already read.
 pub fn view_of(conn: &mut Conn, checkout: CheckoutRow) -> StoreResult<CheckoutView> {
-    let app = app_checkouts::find_app_checkout(conn, &checkout.id)?;
-    let customer_ref = match app.as_ref().and_then(|a| a.customer_ref.clone()) {
+    view_with(conn, checkout, Hints::default())
+}
+
+/// What a caller may already know about a checkout, to spare lookups on the processor's path.
+#[derive(Debug, Clone, Copy)]
+pub struct Hints<'a> {
+    /// `false`: the app API did not make this checkout (its intent's metadata names no
+    /// checkout of this id), so there is no request row to read.
+    pub maybe_app: bool,
+    /// The `customer_ref` the intent's metadata names.
+    pub customer_ref: Option<&'a str>,
+}
+
+impl Default for Hints<'_> {
+    fn default() -> Self {
+        Self {
+            maybe_app: true,
+            customer_ref: None,
+        }
+    }
+}
+
+/// The view of `checkout`, reading only what `hints` leave unknown. A checkout that saves no
+/// card has no card-saving work to read either.
+pub fn view_with(
+    conn: &mut Conn,
+    checkout: CheckoutRow,
+    hints: Hints<'_>,
+) -> StoreResult<CheckoutView> {
+    let app = if hints.maybe_app {
+        app_checkouts::find_app_checkout(conn, &checkout.id)?
+    } else {
+        None
+    };
+    let customer_ref = match app
+        .as_ref()
+        .and_then(|a| a.customer_ref.clone())
+        .or_else(|| hints.customer_ref.map(str::to_owned))
+    {
         Some(r) => Some(r),
         None => match checkout.customer_id {
             Some(id) => customers::find_customer(conn, id)?.and_then(|c| c.customer_ref),
             None => None,
         },
     };
-    let card = save_card::card_outcome(conn, &checkout.id)?;
+    let saves_card = checkout.kind == CheckoutKind::Setup
+        || checkout.setup_future_usage.is_some()
+        || app.as_ref().is_some_and(|a| a.save_card);
+    let card = if saves_card {
+        save_card::card_outcome(conn, &checkout.id)?
+    } else {
+        None
+    };
     Ok(CheckoutView {
         checkout,
         app,

@@ -146,7 +146,11 @@ pub(super) fn apply_intent_event(
     }
     if let Decision::Apply { from, to, .. } = decision {
         if from != Some(to) {
-            crate::app::notifications::checkout_moved(conn, &row.id, to, now)?;
+            let hints = crate::app::object::Hints {
+                maybe_app: view.checkout_ref.as_deref() == Some(row.id.as_str()),
+                customer_ref: view.customer_ref.as_deref(),
+            };
+            crate::app::notifications::checkout_row_moved(conn, &row, hints, now)?;
         }
     }
     match decision {

@@ -100,13 +100,27 @@ pub fn set_customer(conn: &mut Conn, id: &str, customer_id: i64, now: i64) -> St
 /// transactions of one checkout never get the same number (PostgreSQL: the update's row lock;
 /// SQLite: one writer at a time).
 pub fn next_notify_sequence(conn: &mut Conn, checkout_id: &str) -> StoreResult<i64> {
-    with_conn!(conn, c => diesel::update(cdsl::checkouts.find(checkout_id))
-        .set(cdsl::notify_sequence.eq(cdsl::notify_sequence + 1))
-        .execute(c))?;
-    Ok(with_conn!(conn, c => cdsl::checkouts
-        .find(checkout_id)
-        .select(cdsl::notify_sequence)
-        .get_result(c))?)
+    #[derive(QueryableByName)]
+    struct Sequence {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        notify_sequence: i64,
+    }
+    // One statement (RETURNING: SQLite 3.35+, PostgreSQL) on the processor's path.
+    let query = |placeholder: &str| {
+        format!(
+            "UPDATE checkouts SET notify_sequence = notify_sequence + 1 WHERE id = {placeholder} \
+             RETURNING notify_sequence"
+        )
+    };
+    let row: Sequence = match conn {
+        Conn::Sqlite(c) => diesel::sql_query(query("?"))
+            .bind::<diesel::sql_types::Text, _>(checkout_id)
+            .get_result(&mut **c)?,
+        Conn::Postgres(c) => diesel::sql_query(query("$1"))
+            .bind::<diesel::sql_types::Text, _>(checkout_id)
+            .get_result(&mut **c)?,
+    };
+    Ok(row.notify_sequence)
 }
 
 /// Filters of the checkout list (all optional), newest first.

@@ -193,6 +193,18 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// One `SKIPPED:` line per test binary, on stderr (tests/run collects them).
+fn say_skipped(why: &str) {
+    static SAID: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    SAID.get_or_init(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: notification signatures checked by the Standard Webhooks library ({why}); \
+             run .ci/prepare to install it"
+        );
+    });
+}
+
 /// Runs the Standard Webhooks reference library (Python) over `deliveries` with both secrets;
 /// asserts every one verifies under each. Without the library (not installed by
 /// `.ci/prepare`) outside CI, says so and checks nothing.
@@ -210,7 +222,7 @@ pub fn verify_independently(deliveries: &[Value]) {
         Ok(child) => child,
         Err(e) => {
             assert!(!in_ci(), "python3 unavailable in CI: {e}");
-            println!("SKIPPED independent verification: python3 unavailable ({e})");
+            say_skipped(&format!("python3 unavailable: {e}"));
             return;
         }
     };
@@ -225,7 +237,7 @@ pub fn verify_independently(deliveries: &[Value]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("No module named 'standardwebhooks'") && !in_ci() {
-        println!("SKIPPED independent verification: run .ci/prepare to install standardwebhooks");
+        say_skipped("the standardwebhooks Python package is not installed");
         return;
     }
     assert!(
