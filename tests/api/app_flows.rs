@@ -175,6 +175,9 @@ async fn the_setup_flow_saves_the_card_and_tells_the_app(backend: Backend) {
     );
 
     // A second card replaces the first: same Stripe customer, the new card the default.
+    // The newest card wins by Stripe time (seconds; a tie goes to the higher id): save the
+    // second one a second later, as a person would.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (second, pm2) = save_card(&fake, &app, "user_ada", "5555555555554444").await;
     let customer = api_ok(&app, "GET", "/api/v1/customers/user_ada", None, None, 200).await;
     assert_eq!(
