@@ -4,11 +4,15 @@
 //! - [`domain`]: pure rules (the checkout state machine); no I/O.
 //! - [`stripe`]: the Stripe boundary: ids, signature, envelope, payload views, API client,
 //!   rate limiter.
-//! - [`inbox`]: the way in: admission (group commit), processor, sweeper.
+//! - [`inbox`]: the way in: admission (group commit), processor, sweeper, reconciliation.
 //! - [`apply`]: one event's effects on checkouts, customers and payment methods.
 //! - [`outbox`]: the way out: side effects performed by a worker with idempotency keys.
 //! - [`app`]: the app's side below HTTP: checkouts, charges, the checkout object, notifications.
 //! - [`http`]: actix-web handlers (webhooks, health, the app API).
+//! - [`http`]: actix-web handlers: webhooks, health, `/metrics`, the admin API.
+//! - [`metrics`]: every Prometheus family, registered once.
+//! - [`ops`]: the operator's verbs (events, outbox work, resync), shared by the admin API
+//!   and the CLI.
 //! - [`store`]: diesel schema, pool for SQLite or PostgreSQL, repositories.
 //! - [`config`]: typed configuration; secrets in redacting wrappers.
 //! - [`startup`]: [`Application`]: wires everything, supervises the tasks.
@@ -29,6 +33,8 @@ pub mod domain;
 pub mod health;
 pub mod http;
 pub mod inbox;
+pub mod metrics;
+pub mod ops;
 pub mod outbox;
 pub mod replay;
 pub mod retry;

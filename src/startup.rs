@@ -1,7 +1,7 @@
 //! `Application::build`: wires the store, the inbox, the outbox and the HTTP server
 //! together; `run_until_stopped` supervises them.
 //!
-//! Every background task (processor, sweeper, outbox runner, admission writers) runs for the
+//! Every background task (processor, sweeper, outbox runner, reconciliation, admission writers) runs for the
 //! life of the process. One that ends before shutdown has died: payhook then reports it on
 //! `/readyz`, stops accepting deliveries (nothing is acknowledged after), and returns an
 //! error so `serve` exits non-zero and the process supervisor restarts it. Limping on would
@@ -24,19 +24,20 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppApi;
-use crate::config::{self, Config};
+use crate::config::{self, Config, StripeAccess};
 use crate::health::Health;
 use crate::http;
+use crate::http::admin::{AdminState, AdminTokens};
 use crate::http::api::ApiState;
 use crate::inbox::admission::{Admitter, Writers};
+use crate::inbox::reconcile::{self, Reconciler};
 use crate::inbox::{processor, sweeper};
+use crate::metrics::Metrics;
 use crate::outbox::runner::{Kind, RetryPolicy, Runner};
 use crate::outbox::save_card;
 use crate::store::outbox::{count_items_by_status, OutboxStatus};
 use crate::store::{BackgroundThread, Pool, PoolOptions};
-use crate::stripe::client::StripeApi;
 use crate::stripe::gateway::StripeGateway;
-use crate::stripe::rate_limit::RateLimiter;
 
 /// Whether the background workers run by themselves (`serve`), or only when a test drains
 /// them ([`Drain`]), so a test sees exactly the work it asked for.
@@ -52,6 +53,7 @@ pub struct Application {
     server: Server,
     pool: Pool,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: Tasks,
     writers: Writers,
@@ -127,7 +129,13 @@ impl Application {
             "database {} ready ({migrated} migrations applied)",
             config.database_url
         );
-        let stripe = stripe_gateway(&config)?;
+        let metrics = Arc::new(Metrics::new(config.webhook_secrets.len()));
+        let stripe = stripe_gateway(&config, metrics.clone())?;
+        anyhow::ensure!(
+            config.reconcile_interval.is_none() || stripe.is_some(),
+            "RECONCILE_INTERVAL_SECS is set, but reconciliation lists events with Stripe's API \
+             and STRIPE_SECRET_KEY is not set"
+        );
         let runner = Arc::new(Runner::new(
             pool.clone(),
             config.actions,
@@ -154,7 +162,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let api = web::Data::new(ApiState::new(
             config.api_tokens.clone(),
-            Arc::new(AppApi::new(pool.clone(), stripe)),
+            Arc::new(AppApi::new(pool.clone(), stripe.clone())),
         ));
         if config.api_tokens.is_empty() {
             info!("app API off: /api/v1 answers 404; set API_TOKEN (comma-separated while rotating) to enable it");
@@ -169,6 +177,14 @@ impl Application {
                 }
             );
         }
+        let reconciler = stripe
+            .clone()
+            .map(|stripe| Reconciler::new(pool.clone(), stripe, admitter.clone(), metrics.clone()));
+        let admin = AdminState {
+            tokens: AdminTokens::new(&config.admin_tokens),
+            stripe: stripe.clone(),
+            reconciler: reconciler.clone(),
+        };
         let server = build_server(
             &config,
             listener,
@@ -176,6 +192,8 @@ impl Application {
             pool.clone(),
             health.clone(),
             api,
+            metrics.clone(),
+            admin,
         )?;
 
         let shutdown = CancellationToken::new();
@@ -183,7 +201,12 @@ impl Application {
         if workers == Workers::Background {
             tasks.spawn(
                 "sweeper".to_owned(),
-                sweeper::run(pool.clone(), config.processor, shutdown.clone()),
+                sweeper::run(
+                    pool.clone(),
+                    config.processor,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ),
             );
             for n in 0..config.processor.workers {
                 let name = format!("processor-{n}");
@@ -197,12 +220,19 @@ impl Application {
                         config.processor,
                         thread,
                         committed.clone(),
+                        metrics.clone(),
                         shutdown.clone(),
                     ),
                 );
             }
             if !runner.kinds().is_empty() {
                 tasks.spawn("outbox".to_owned(), runner.clone().run(shutdown.clone()));
+            }
+            if let (Some(interval), Some(reconciler)) = (config.reconcile_interval, &reconciler) {
+                tasks.spawn(
+                    "reconcile".to_owned(),
+                    reconcile::run_periodically(reconciler.clone(), interval, shutdown.clone()),
+                );
             }
         }
         info!(
@@ -216,7 +246,9 @@ impl Application {
                 pool: pool.clone(),
                 processor: config.processor,
                 runner,
+                metrics: metrics.clone(),
             },
+            metrics,
             pool,
             health,
             shutdown,
@@ -235,6 +267,10 @@ impl Application {
 
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Runs the workers by hand (for tests built with [`Workers::Manual`]).
@@ -309,22 +345,17 @@ impl Application {
 
 /// The process's one way to Stripe (every call behind one token bucket), when a key is
 /// configured. Built before anything starts so a malformed key stops start-up.
-fn stripe_gateway(config: &Config) -> anyhow::Result<Option<Arc<StripeGateway>>> {
-    let Some(key) = &config.stripe_secret_key else {
+fn stripe_gateway(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<StripeGateway>>> {
+    let Some(access) = StripeAccess::from_config(config) else {
         return Ok(None);
     };
-    let api = StripeApi::new(
-        key.expose(),
-        &config.stripe_api_base,
-        config.actions.request_timeout,
-    )
-    .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?;
-    let limiter = Arc::new(RateLimiter::new(
-        config.actions.max_rps,
-        config.actions.burst,
-    ));
+    let gateway = StripeGateway::connect(&access, metrics)
+        .map_err(|e| anyhow::anyhow!("configuring the Stripe API client: {e}"))?;
     info!("Stripe calls go to {}", config.stripe_api_base);
-    Ok(Some(Arc::new(StripeGateway::new(api, limiter))))
+    Ok(Some(Arc::new(gateway)))
 }
 
 /// The kinds of outbox work this process performs: those whose dependencies are
@@ -357,6 +388,7 @@ pub struct Drain {
     pool: Pool,
     processor: config::ProcessorConfig,
     runner: Arc<Runner>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drain {
@@ -369,6 +401,7 @@ impl Drain {
                 .pool
                 .run_pool(move |pool| processor::process_batch(pool, &config))
                 .await?;
+            report.record(&self.metrics);
             let performed = self.runner.run_until_idle().await?;
             if report.claimed == 0 && performed == 0 {
                 return Ok(());
@@ -392,9 +425,12 @@ impl Drain {
     /// Expires due checkouts now; returns how many.
     pub async fn sweep(&self, now: i64) -> crate::store::StoreResult<usize> {
         let expiry = self.processor.checkout_expiry.as_secs() as i64;
-        self.pool
+        let expired = self
+            .pool
             .run_pool(move |pool| sweeper::sweep(pool, expiry, now))
-            .await
+            .await?;
+        sweeper::record_expired(&self.metrics, expired);
+        Ok(expired)
     }
 }
 
@@ -405,6 +441,8 @@ fn build_server(
     pool: Pool,
     health: Arc<Health>,
     api: web::Data<ApiState>,
+    metrics: Arc<Metrics>,
+    admin: AdminState,
 ) -> anyhow::Result<Server> {
     let state = web::Data::new(http::AppState {
         secrets: Arc::new(config.webhook_secrets.clone()),
@@ -414,6 +452,9 @@ fn build_server(
         admitter,
         pool,
         health,
+        webhook_metrics: metrics.webhook(),
+        metrics,
+        admin,
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -218,7 +218,7 @@ impl AppApi {
         }
         let key = format!("payhook:customer:{}", customer.id);
         let stripe_id = stripe
-            .call("create customer", |api| {
+            .call("create_customer", |api| {
                 api.create_customer(
                     &key,
                     customer.email.as_deref(),
@@ -330,7 +330,7 @@ impl AppApi {
         let key = format!("checkout:{}:cancel", view.checkout.id);
         let intent = view.checkout.intent_id.clone();
         let snapshot = match stripe
-            .call("cancel intent", |api| api.cancel_intent(&key, &intent))
+            .call("cancel_intent", |api| api.cancel_intent(&key, &intent))
             .await
         {
             Ok(snapshot) => snapshot,
@@ -474,7 +474,7 @@ async fn create_intent(
     loop {
         tries += 1;
         match stripe
-            .call("create intent", |api| api.create_intent(key, new))
+            .call("create_intent", |api| api.create_intent(key, new))
             .await
         {
             Err(IntentCallError::Api { error, .. })

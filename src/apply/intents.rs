@@ -5,7 +5,7 @@
 use log::{info, warn};
 
 use super::payment_methods::record_payment_method;
-use super::Applied;
+use super::{Applied, Effects};
 use crate::domain::checkout::{self, CheckoutState, Decision, TransitionOutcome, Trigger};
 use crate::domain::customer::{ByEmail, Names};
 use crate::outbox::save_card;
@@ -29,12 +29,52 @@ fn new_checkout_id() -> String {
     format!("chk_{:032x}", rand::random::<u128>())
 }
 
+/// What moves a checkout: an event, or an observation of the intent (resync).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cause<'a> {
+    /// The event; `None` for an observation.
+    pub event_id: Option<&'a str>,
+    /// Stripe time of the event (`created`) or of the observation.
+    pub created: i64,
+    /// What the logs call it: the event type, or `observed`.
+    pub what: &'a str,
+    /// Recorded as the transition's reason when it is applied without a warning.
+    pub reason: Option<&'static str>,
+}
+
 pub(super) fn apply_intent_event(
     conn: &mut Conn,
     event: &WebhookEvent,
     kind: IntentEvent,
     view: &IntentView,
     now: i64,
+    effects: &mut Effects,
+) -> StoreResult<Applied> {
+    let cause = Cause {
+        event_id: Some(&event.id),
+        created: event.created,
+        what: &event.event_type,
+        reason: None,
+    };
+    apply_intent(
+        conn,
+        &cause,
+        trigger_for(kind, view).target(),
+        view,
+        now,
+        effects,
+    )
+}
+
+/// Moves the intent's checkout towards `target` as `cause` asks, through the state machine;
+/// records the transition or the refusal (in `effects` too) and queues the card to save.
+pub(super) fn apply_intent(
+    conn: &mut Conn,
+    cause: &Cause<'_>,
+    target: CheckoutState,
+    view: &IntentView,
+    now: i64,
+    effects: &mut Effects,
 ) -> StoreResult<Applied> {
     let customer = resolve_customer(
         conn,
@@ -59,8 +99,7 @@ pub(super) fn apply_intent_event(
         }
     }
 
-    let target = trigger_for(kind, view).target();
-    let created = event.created;
+    let created = cause.created;
     // Twice at most: a second look only follows a checkout created concurrently, and then
     // finds it.
     let mut attempt = 0;
@@ -84,11 +123,14 @@ pub(super) fn apply_intent_event(
         if let Decision::Apply { to, warning, .. } = decision {
             if let Some(w) = warning {
                 warn!(
-                    "checkout {} ({}): {w}; event {}",
-                    row.id, row.intent_id, event.id
+                    "checkout {} ({}): {w}; {} {}",
+                    row.id,
+                    row.intent_id,
+                    cause.what,
+                    cause.event_id.unwrap_or("-")
                 );
             }
-            move_to(&mut row, to, event, view, now);
+            move_to(&mut row, to, cause, view, now);
         }
         let save_card = match decision {
             Decision::Apply { to, .. } => wants_saved_card(to, view, &row),
@@ -113,14 +155,14 @@ pub(super) fn apply_intent_event(
         break (row, current, decision, save_card);
     };
     let (outcome, reason) = match decision {
-        Decision::Apply { warning, .. } => (TransitionOutcome::Applied, warning),
+        Decision::Apply { warning, .. } => (TransitionOutcome::Applied, warning.or(cause.reason)),
         Decision::Refuse { reason, .. } => (TransitionOutcome::Refused, Some(reason.as_str())),
     };
     checkout_store::insert_transition(
         conn,
         &NewTransition {
             checkout_id: &row.id,
-            event_id: Some(&event.id),
+            event_id: cause.event_id,
             from_state: current.map(|c| c.state),
             to_state: target,
             outcome,
@@ -131,6 +173,7 @@ pub(super) fn apply_intent_event(
             at: now,
         },
     )?;
+    effects.transitions.push((target, outcome));
     if let Some(pm_id) = save_card {
         let customer_id = card_owner(conn, view, &row, customer.as_ref(), &pm_id, now)?;
         save_card::enqueue(
@@ -159,15 +202,15 @@ pub(super) fn apply_intent_event(
             row.id,
             row.intent_id,
             from.map_or("new", CheckoutState::as_str),
-            event.id,
-            event.event_type
+            cause.event_id.unwrap_or("-"),
+            cause.what
         ),
         Decision::Refuse { state, reason } => info!(
             "checkout {} ({}) stays {state}: {} {} refused as {}",
             row.id,
             row.intent_id,
-            event.event_type,
-            event.id,
+            cause.what,
+            cause.event_id.unwrap_or("-"),
             reason.as_str()
         ),
     }
@@ -195,13 +238,13 @@ fn fill_details(row: &mut CheckoutRow, view: &IntentView, customer: Option<&Cust
 fn move_to(
     row: &mut CheckoutRow,
     to: CheckoutState,
-    event: &WebhookEvent,
+    cause: &Cause<'_>,
     view: &IntentView,
     now: i64,
 ) {
     row.state = to;
-    row.state_event_id = Some(event.id.clone());
-    row.state_event_created = event.created;
+    row.state_event_id = cause.event_id.map(str::to_owned);
+    row.state_event_created = cause.created;
     // The error fields describe the event that set the current state, so they end the same
     // whatever order events came in; every event's error stays in the trail.
     row.last_error_code = view.error.code.clone();

@@ -12,13 +12,17 @@
 //! - [`intents`]: `payment_intent.*`, `setup_intent.*`.
 //! - [`payment_methods`]: `payment_method.attached` / `.detached`.
 //! - [`observed`]: a state read from a Stripe answer (a charge, a cancel), applied like an event.
+//! - [`fetched`]: an object fetched from Stripe (resync) applied as observed state, through
+//!   the same state machine as events.
 
+pub mod fetched;
 mod intents;
 pub mod observed;
 mod payment_methods;
 
 use serde_json::Value;
 
+use crate::domain::checkout::{CheckoutState, TransitionOutcome};
 use crate::store::events::WebhookEvent;
 use crate::store::{Conn, StoreResult};
 use crate::stripe::payload::{self, EventKind, IntentView, PaymentMethodView};
@@ -33,8 +37,26 @@ pub enum Applied {
     Invalid(String),
 }
 
+/// What applying changed that is counted elsewhere (metrics): the caller counts it once the
+/// transaction holding the changes has committed, so a rolled-back try counts nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Each checkout transition recorded: the state asked for, and whether it was applied.
+    pub transitions: Vec<(CheckoutState, TransitionOutcome)>,
+}
+
 /// Applies `event`. `now` is local seconds.
 pub fn apply_event(conn: &mut Conn, event: &WebhookEvent, now: i64) -> StoreResult<Applied> {
+    apply_event_with(conn, event, now, &mut Effects::default())
+}
+
+/// As [`apply_event`], noting what it changed in `effects`.
+pub fn apply_event_with(
+    conn: &mut Conn,
+    event: &WebhookEvent,
+    now: i64,
+    effects: &mut Effects,
+) -> StoreResult<Applied> {
     let Some(kind) = EventKind::from_type(&event.event_type) else {
         return Ok(Applied::Ignored);
     };
@@ -48,7 +70,7 @@ pub fn apply_event(conn: &mut Conn, event: &WebhookEvent, now: i64) -> StoreResu
     };
     match kind {
         EventKind::Intent(kind) => match IntentView::from_object(object) {
-            Ok(view) => intents::apply_intent_event(conn, event, kind, &view, now),
+            Ok(view) => intents::apply_intent_event(conn, event, kind, &view, now, effects),
             Err(e) => Ok(Applied::Invalid(e.to_string())),
         },
         EventKind::PaymentMethod { attached } => match PaymentMethodView::from_object(object) {

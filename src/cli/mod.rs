@@ -4,15 +4,18 @@
 //! Only `serve` and `migrate` may create a database or apply migrations; every other command
 //! opens an existing, migrated one ([`payhook::store::open_existing`]).
 
+mod events;
 pub mod flags;
 pub mod logging;
 mod migrate;
 mod notifications;
 mod output;
+mod reconcile;
 mod replay;
 mod retry;
 mod serve;
 mod stats;
+mod table;
 
 use std::process::ExitCode;
 
@@ -51,6 +54,14 @@ enum Command {
     Stats,
     /// List notifications to the app, or requeue failed ones (`list`, `retry`).
     Notifications(notifications::NotificationsArgs),
+    /// List, show or retry events (as the admin API does).
+    Events(events::EventsArgs),
+    /// List Stripe's events for the handled types and store those payhook missed (needs
+    /// STRIPE_SECRET_KEY); a running `serve` applies them.
+    Reconcile(reconcile::ReconcileArgs),
+    /// Fetch a pi_…, seti_… or pm_… from Stripe and apply it as observed state (needs
+    /// STRIPE_SECRET_KEY).
+    Resync(reconcile::ResyncArgs),
 }
 
 impl Cli {
@@ -89,6 +100,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry(args) => retry::run(&cli.database_url()?, args),
         Command::Stats => stats::run(&cli.database_url()?),
         Command::Notifications(args) => notifications::run(&cli.database_url()?, args),
+        Command::Events(args) => events::run(&cli.database_url()?, args),
+        Command::Reconcile(args) => reconcile::run(&cli.database_url()?, &cli.global, args).await,
+        Command::Resync(args) => {
+            reconcile::run_resync(&cli.database_url()?, &cli.global, args).await
+        }
     }
 }
 

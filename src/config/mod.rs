@@ -5,7 +5,8 @@
 //! - [`loader`]: flags over environment over defaults, validation, backend-dependent defaults;
 //! - [`secrets`]: redacting secret types and the checks on their shapes;
 //! - [`database_url`]: `DATABASE_URL` parsing and password redaction;
-//! - [`endpoints`]: the default and the named webhook endpoints.
+//! - [`endpoints`]: the default and the named webhook endpoints;
+//! - [`stripe_access`]: the Stripe settings alone, for commands that call Stripe.
 //!
 //! Every setting is an environment variable (12-factor) and a flag of the same name; flags win.
 //! Secrets are held in redacting wrappers whose `Debug` prints `[redacted]`, so no log line or
@@ -15,6 +16,7 @@ pub mod database_url;
 pub mod endpoints;
 pub mod loader;
 pub mod secrets;
+pub mod stripe_access;
 pub mod vars;
 
 use std::fmt;
@@ -27,6 +29,7 @@ pub use loader::{ConfigError, Layered, Loaded, ProcessEnv, Source};
 pub use secrets::{
     parse_webhook_secrets, AdminToken, ApiKey, ApiToken, NotifySecret, WebhookSecret,
 };
+pub use stripe_access::{load_stripe_access, StripeAccess};
 
 use crate::store::Durability;
 

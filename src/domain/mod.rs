@@ -3,6 +3,7 @@
 //!
 //! - [`checkout`]: the checkout state machine.
 //! - [`customer`]: which local customer an event or a request belongs to.
+//! - [`observed`]: the checkout state a fetched intent's Stripe status stands for.
 //! - [`cards`]: a card's lifecycle, the default card, which copy of a card stays.
 //! - [`app_request`]: the app API's request bodies: validation, idempotency fingerprint.
 
@@ -10,3 +11,4 @@ pub mod app_request;
 pub mod cards;
 pub mod checkout;
 pub mod customer;
+pub mod observed;

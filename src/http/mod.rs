@@ -1,9 +1,12 @@
-//! HTTP surface: the webhook endpoint, health checks and the app API ([`api`]). Handlers
-//! stay thin: they verify, hand off and map errors; the domain lives outside `http/`.
+//! HTTP surface: the webhook endpoint, health checks, the app API ([`api`]), `/metrics` and
+//! the admin API ([`admin`]). Handlers stay thin: they verify, hand off and map errors; the
+//! domain lives outside `http/`.
 
+pub mod admin;
 pub mod api;
 mod error;
 mod health;
+mod metrics;
 mod webhook;
 
 use std::sync::Arc;
@@ -16,6 +19,7 @@ pub use error::WebhookError;
 use crate::config::WebhookSecret;
 use crate::health::Health;
 use crate::inbox::admission::Admitter;
+use crate::metrics::{Metrics, WebhookMetrics};
 use crate::store::Pool;
 
 /// Shared by every handler.
@@ -30,11 +34,17 @@ pub struct AppState {
     pub admitter: Admitter,
     pub pool: Pool,
     pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    /// The webhook path's metric handles, created once.
+    pub webhook_metrics: WebhookMetrics,
+    pub admin: admin::AdminState,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/stripe", web::post().to(webhook::receive))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .configure(api::routes);
+        .route("/metrics", web::get().to(metrics::metrics))
+        .configure(api::routes)
+        .configure(admin::routes);
 }

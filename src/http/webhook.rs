@@ -10,9 +10,8 @@ use log::{debug, warn};
 
 use super::{AppState, WebhookError};
 use crate::inbox::admission::Admission;
-use crate::store::events::NewWebhookEvent;
+use crate::inbox::ingest::inbox_row;
 use crate::store::now_secs;
-use crate::stripe::envelope::parse_envelope;
 use crate::stripe::signature;
 
 pub async fn receive(
@@ -20,19 +19,39 @@ pub async fn receive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
+    let started = std::time::Instant::now();
     let result = handle(&req, payload, &state).await;
-    if let Err(e) = &result {
-        let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        warn!("webhook from {peer} rejected: {} ({e})", e.kind());
+    let metrics = &state.webhook_metrics;
+    match result {
+        // Fixed answers, written once: no JSON serialisation per delivery.
+        Ok(Admission::Stored) => {
+            metrics.accepted(started.elapsed());
+            Ok(acknowledge(r#"{"received":true,"duplicate":false}"#))
+        }
+        Ok(Admission::Duplicate) => {
+            metrics.duplicate(started.elapsed());
+            Ok(acknowledge(r#"{"received":true,"duplicate":true}"#))
+        }
+        Err(e) => {
+            metrics.rejected(e.kind());
+            let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            warn!("webhook from {peer} rejected: {} ({e})", e.kind());
+            Err(e)
+        }
     }
-    result
+}
+
+fn acknowledge(answer: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(answer)
 }
 
 async fn handle(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<HttpResponse, WebhookError> {
+) -> Result<Admission, WebhookError> {
     let body = tokio::time::timeout(
         state.body_timeout,
         read_body(req, payload, state.max_body_bytes),
@@ -49,45 +68,18 @@ async fn handle(
     };
     let now = now_secs();
     let secret_index = signature::verify(&body, header, &state.secrets, state.tolerance_secs, now)?;
-    let envelope = parse_envelope(&body)?;
-    // serde_json accepted the body, so it is UTF-8; the check costs little and keeps the
-    // stored text exactly the signed bytes.
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| crate::stripe::envelope::EnvelopeError::NotJson(e.to_string()))?;
-    let event_id = envelope.id.to_string();
-    let event_type = envelope.event_type.clone();
-    let admission = state
-        .admitter
-        .admit(NewWebhookEvent {
-            id: envelope.id.into_string(),
-            event_type: envelope.event_type,
-            api_version: envelope.api_version,
-            created: envelope.created.unwrap_or(now),
-            livemode: envelope.livemode,
-            account: envelope.account,
-            object_id: envelope.object_id,
-            object_type: envelope.object_type,
-            payload: text.to_owned(),
-            received_at: now,
-        })
-        .await
-        .map_err(|e| {
-            warn!("event {event_id} not stored: {e}");
-            WebhookError::Unavailable
-        })?;
+    state.webhook_metrics.secret_matched(secret_index);
+    let row = inbox_row(&body, now)?;
+    let (event_id, event_type) = (row.id.clone(), row.event_type.clone());
+    let admission = state.admitter.admit(row).await.map_err(|e| {
+        warn!("event {event_id} not stored: {e}");
+        WebhookError::Unavailable
+    })?;
     let duplicate = admission == Admission::Duplicate;
     debug!(
         "event {event_id} ({event_type}) admitted, secret #{secret_index}, duplicate: {duplicate}"
     );
-    // Fixed answers, written once: no JSON serialisation per delivery.
-    let answer: &'static str = if duplicate {
-        r#"{"received":true,"duplicate":true}"#
-    } else {
-        r#"{"received":true,"duplicate":false}"#
-    };
-    Ok(HttpResponse::Ok()
-        .content_type(actix_web::http::header::ContentType::json())
-        .body(answer))
+    Ok(admission)
 }
 
 /// Reads the body, refusing more than `limit` bytes (up front when Content-Length says so).

@@ -33,14 +33,16 @@ use log::{debug, error, warn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_event, Applied};
+use crate::apply::{apply_event_with, Applied, Effects};
 use crate::config::ProcessorConfig;
+use crate::domain::checkout::{CheckoutState, TransitionOutcome};
+use crate::metrics::Metrics;
 use crate::retry;
 use crate::store::events::{self, EventStatus};
 use crate::store::{now_ms, BackgroundThread, Conn, Pool, StoreError, StoreResult};
 
 /// What one batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
     pub claimed: usize,
     pub processed: usize,
@@ -54,9 +56,27 @@ pub struct BatchReport {
     /// Committed early because another writer was waiting for the SQLite write lock; the
     /// claimed events not yet applied stay pending for the next batch.
     pub yielded: bool,
+    /// When the batch ran (unix milliseconds).
+    pub at_ms: i64,
+    /// Each event that reached a final status, with its Stripe `created`: for the metrics,
+    /// counted by the caller once the batch has committed ([`BatchReport::record`]).
+    pub finished: Vec<(EventStatus, i64)>,
+    /// Checkout transitions the batch recorded: the state asked for, and the outcome.
+    pub transitions: Vec<(CheckoutState, TransitionOutcome)>,
 }
 
 impl BatchReport {
+    /// Counts the committed batch in `metrics`: events by final status, their lag, and the
+    /// checkout transitions.
+    pub fn record(&self, metrics: &Metrics) {
+        for &(status, created) in &self.finished {
+            metrics.event_finished(status, self.at_ms as f64 / 1000.0 - created as f64);
+        }
+        for &(to, outcome) in &self.transitions {
+            metrics.transitions(to, outcome, 1);
+        }
+    }
+
     /// Events whose try ended in this batch, whatever the outcome.
     pub fn done(&self) -> usize {
         self.processed + self.ignored + self.invalid + self.retried + self.dead + self.contended
@@ -122,6 +142,7 @@ pub fn process_up_to(
         });
         let mut report = BatchReport {
             claimed: due.len(),
+            at_ms: now,
             ..BatchReport::default()
         };
         for (n, claimed) in due.iter().enumerate() {
@@ -131,9 +152,18 @@ pub fn process_up_to(
                 StoreError::Corrupt(format!("claimed event {} vanished", claimed.id))
             })?;
             let attempts = event.attempts + 1;
-            match conn.savepoint(|conn| apply_event(conn, event, now / 1000)) {
+            let mut effects = Effects::default();
+            let applied =
+                conn.savepoint(|conn| apply_event_with(conn, event, now / 1000, &mut effects));
+            if applied.is_ok() {
+                report.transitions.append(&mut effects.transitions);
+            }
+            match applied {
                 Ok(Applied::Processed) => {
                     report.processed += 1;
+                    report
+                        .finished
+                        .push((EventStatus::Processed, event.created));
                     events::finish_event(
                         conn,
                         &event.id,
@@ -145,6 +175,7 @@ pub fn process_up_to(
                 }
                 Ok(Applied::Ignored) => {
                     report.ignored += 1;
+                    report.finished.push((EventStatus::Ignored, event.created));
                     debug!("event {} of type {} ignored", event.id, event.event_type);
                     events::finish_event(
                         conn,
@@ -157,6 +188,7 @@ pub fn process_up_to(
                 }
                 Ok(Applied::Invalid(reason)) => {
                     report.invalid += 1;
+                    report.finished.push((EventStatus::Failed, event.created));
                     warn!(
                         "event {} ({}) cannot be applied: {reason}",
                         event.id, event.event_type
@@ -209,6 +241,7 @@ fn record_failure(
     }
     if attempts >= config.max_attempts {
         report.dead += 1;
+        report.finished.push((EventStatus::Dead, event.created));
         error!(
             "event {} ({}) is dead after {attempts} tries: {message}",
             event.id, event.event_type
@@ -242,6 +275,7 @@ pub async fn run(
     config: ProcessorConfig,
     thread: BackgroundThread,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0;
@@ -257,6 +291,7 @@ pub async fn run(
             .await;
         let pause = match result {
             Ok(report) => {
+                report.record(&metrics);
                 failures = 0;
                 let claimed_all = report.claimed as i64 >= limit;
                 limit = next_claim(limit, &report, config.batch_size);
@@ -326,7 +361,7 @@ mod tests {
             retried: 1,
             dead: 1,
             contended: 1,
-            yielded: false,
+            ..BatchReport::default()
         };
         assert_eq!(report.done(), 7);
     }

@@ -4,11 +4,14 @@
 //! checkout in a state that can expire and unchanged for `checkout_expiry` becomes `expired`,
 //! with a transition recorded like any other. A later `succeeded` still wins (money moved).
 
+use std::sync::Arc;
+
 use log::{info, warn};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ProcessorConfig;
 use crate::domain::checkout::{self, CheckoutState, TransitionOutcome};
+use crate::metrics::Metrics;
 use crate::store::checkouts::{self as store, NewTransition};
 use crate::store::{now_secs, Pool, StoreResult};
 
@@ -59,18 +62,33 @@ pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
 }
 
 /// Sweeps every `sweep_interval` until `shutdown`.
-pub async fn run(pool: Pool, config: ProcessorConfig, shutdown: CancellationToken) {
+pub async fn run(
+    pool: Pool,
+    config: ProcessorConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let expiry = config.checkout_expiry.as_secs() as i64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(config.sweep_interval) => {}
         }
-        if let Err(e) = pool
+        match pool
             .run_pool(move |pool| sweep(pool, expiry, now_secs()))
             .await
         {
-            warn!("expiry sweep failed: {e}");
+            Ok(expired) => record_expired(&metrics, expired),
+            Err(e) => warn!("expiry sweep failed: {e}"),
         }
     }
+}
+
+/// Counts `expired` committed expiries as transitions.
+pub fn record_expired(metrics: &Metrics, expired: usize) {
+    metrics.transitions(
+        CheckoutState::Expired,
+        TransitionOutcome::Applied,
+        expired as u64,
+    );
 }

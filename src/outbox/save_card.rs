@@ -179,7 +179,7 @@ impl SaveCardKind {
     async fn call<'a, T, F>(
         &'a self,
         ctx: &StepContext<'_>,
-        what: &str,
+        what: &'static str,
         f: impl FnOnce(&'a crate::stripe::client::StripeApi) -> F,
     ) -> Result<T, Failure>
     where
@@ -237,7 +237,7 @@ impl SaveCardKind {
                 }
                 let key = format!("payhook:customer:{}", customer.id);
                 let stripe_id = self
-                    .call(ctx, "create customer", |api| {
+                    .call(ctx, "create_customer", |api| {
                         api.create_customer(
                             &key,
                             customer.email.as_deref(),
@@ -305,7 +305,7 @@ impl SaveCardKind {
                     return next(step);
                 }
                 let key = format!("{}:default:{cus}", item.idempotency_key);
-                self.call(ctx, "set default", |api| {
+                self.call(ctx, "set_default", |api| {
                     api.set_default_payment_method(&key, &cus, pm_id)
                 })
                 .await?;

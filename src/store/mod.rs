@@ -15,7 +15,9 @@
 //! - `pool`: the pool for either backend, the SQLite write gate, migrations.
 //! - `conn`: one connection, transactions and savepoints, [`with_conn!`].
 //! - `blocking`: the one way from async code to blocking database work.
-//! - one module per table (repositories; `app_checkouts`: what the app asked for), `schema`, `prepared` (statements prepared once).
+//! - one module per table (repositories; `app_checkouts`: what the app asked for), `schema`,
+//!   `prepared` (statements prepared once); `listing`: the pages and counts operators read
+//!   (admin API, CLI, `/metrics`).
 
 pub mod app_checkouts;
 mod blocking;
@@ -23,11 +25,13 @@ pub mod checkouts;
 mod conn;
 pub mod customers;
 pub mod events;
+pub mod listing;
 mod open;
 pub mod outbox;
 pub mod payment_methods;
 mod pool;
 mod prepared;
+pub mod reconcile;
 pub mod schema;
 
 use std::path::PathBuf;

@@ -152,6 +152,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    reconcile_cursors (scope) {
+        scope -> Text,
+        cursor_at -> Nullable<BigInt>,
+        locked_until_ms -> BigInt,
+        locked_by -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(checkout_transitions -> checkouts (checkout_id));
 diesel::joinable!(app_checkouts -> customers (customer_id));
 diesel::joinable!(checkouts -> customers (customer_id));
@@ -168,4 +178,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     outbox_attempts,
     app_checkouts,
+    reconcile_cursors,
 );

@@ -84,6 +84,21 @@ impl ApiError {
         ApiError::make(false, None, None, message.into())
     }
 
+    /// An error Stripe answered with, classified by the same rules as async-stripe's
+    /// (for calls made without it, see [`super::rest`]).
+    pub(super) fn answered(status: u16, code: Option<String>, message: String) -> Self {
+        let retry = matches!(
+            code.as_deref(),
+            Some("lock_timeout" | "rate_limit" | "idempotency_key_in_use")
+        ) || matches!(status, 409 | 424 | 429 | 500..=599);
+        ApiError::make(retry, Some(status), code, message)
+    }
+
+    /// No answer (network, timeout): worth retrying.
+    pub(super) fn unanswered(message: String) -> Self {
+        ApiError::make(true, None, None, message)
+    }
+
     fn make(retry: bool, status: Option<u16>, code: Option<String>, message: String) -> Self {
         let message = redact(&message);
         if retry {

@@ -7,6 +7,7 @@
 //! - [`client`]: the Stripe API calls payhook makes, errors classified retryable or permanent.
 //! - [`intents`]: the app API's intent calls (create, charge off-session, cancel).
 //! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
+//! - [`rest`]: GETs that need Stripe's headers or raw JSON (Events API, resync).
 //! - [`gateway`]: the client behind the token bucket: the way every call goes out.
 
 pub mod client;
@@ -17,4 +18,5 @@ pub mod intents;
 mod json;
 pub mod payload;
 pub mod rate_limit;
+pub mod rest;
 pub mod signature;

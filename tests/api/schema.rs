@@ -187,6 +187,7 @@ async fn the_schema_module_matches_the_migrations(backend: Backend) {
         declared!(outbox),
         declared!(outbox_attempts),
         declared!(app_checkouts),
+        declared!(reconcile_cursors),
     ];
     tokio::task::spawn_blocking(move || {
         let pool = Pool::connect(&url, PoolOptions::default()).expect("connect");

@@ -1,0 +1,2 @@
+DROP TABLE reconcile_cursors;
+DROP INDEX webhook_events_created;
