@@ -121,7 +121,8 @@ pub fn run(url: &DatabaseUrl, args: &EventsArgs) -> anyhow::Result<ExitCode> {
             println!("payload:\n{}", serde_json::to_string_pretty(&payload)?);
         }
         EventsCommand::Retry { id, json } => {
-            let event = pool.write(|conn| events::retry(conn, id))?;
+            // `retry` runs in a transaction of its own (BEGIN IMMEDIATE on SQLite).
+            let event = events::retry(&mut conn, id)?;
             if *json {
                 return print_json(&event).map(|()| ExitCode::SUCCESS);
             }

@@ -19,7 +19,7 @@ use crate::helpers::{
 };
 
 /// Runs `payhook ARGS` in `cwd` with only `env` set (and `PATH`); kills it after 30 s.
-fn payhook(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+pub(crate) fn payhook(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_payhook"));
     command
         .args(args)
@@ -47,7 +47,7 @@ fn payhook(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
 }
 
 /// stdout and stderr together.
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -367,14 +367,14 @@ fn upper_case_schemes_and_key_value_strings_select_postgres() {
 
 // --- commands that must not create or migrate -------------------------------------------
 
-/// `stats` and `retry` on `url` fail, saying `says`.
+/// `stats`, `retry` and `events list` on `url` fail, saying `says`.
 fn refuses(url: &str, says: &str) {
     let dir = tempfile::tempdir().unwrap();
-    for command in ["stats", "retry"] {
-        let output = payhook(&[command], &[("DATABASE_URL", url)], dir.path());
+    for command in [&["stats"][..], &["retry"], &["events", "list"]] {
+        let output = payhook(command, &[("DATABASE_URL", url)], dir.path());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{command}: {stderr}");
-        assert!(stderr.contains(says), "{command}: {stderr}");
+        assert!(!output.status.success(), "{command:?}: {stderr}");
+        assert!(stderr.contains(says), "{command:?}: {stderr}");
     }
 }
 
@@ -406,9 +406,9 @@ async fn stats_and_retry_never_create_or_migrate_a_database(backend: Backend) {
         // Up to date: both work.
         pool.migrate().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        for command in ["stats", "retry"] {
-            let output = payhook(&[command], &[("DATABASE_URL", &url.expose())], dir.path());
-            assert!(output.status.success(), "{command}: {}", text(&output));
+        for command in [&["stats"][..], &["retry"], &["events", "list"]] {
+            let output = payhook(command, &[("DATABASE_URL", &url.expose())], dir.path());
+            assert!(output.status.success(), "{command:?}: {}", text(&output));
         }
         // A schema behind the binary (as if it had been upgraded since).
         payhook::with_conn!(&mut conn, c => c.batch_execute(

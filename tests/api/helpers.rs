@@ -307,6 +307,16 @@ pub async fn spawn_app_with_url(url: DatabaseUrl, customize: impl FnOnce(&mut Co
     start_app(url, None, Workers::Background, customize).await
 }
 
+/// As [`spawn_app_with_url`], with manual workers (see [`spawn_app_on`]): for tests that
+/// share the database with another process (a CLI command) and settle it themselves.
+pub async fn spawn_manual_app_with_url(
+    url: DatabaseUrl,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    init_logs();
+    start_app(url, None, Workers::Manual, customize).await
+}
+
 async fn start_app(
     url: DatabaseUrl,
     db: Option<TestDatabase>,

@@ -3,6 +3,7 @@
 // A panic is the failure report in tests.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod admission;
 mod app_api;
 mod app_flows;
@@ -11,13 +12,17 @@ mod cli;
 mod fake_stripe;
 mod fuzz;
 mod helpers;
+mod metrics;
 mod notifications;
+mod ops_cli;
 mod ordering;
 mod outbox_claims;
 mod pg_outage;
 mod processing;
 mod real_events;
+mod reconcile;
 mod replay;
+mod resync;
 mod scale_out;
 mod schema;
 mod signature;
