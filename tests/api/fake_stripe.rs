@@ -39,7 +39,7 @@ fn in_ci() -> bool {
 
 /// The interpreter the fake runs on: `PAYHOOK_FAKE_STRIPE_PYTHON` (`tests/run` points it at
 /// the venv it installed the pinned packages into), else `python3` from `PATH`.
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("PAYHOOK_FAKE_STRIPE_PYTHON")
         .ok()
         .filter(|p| !p.trim().is_empty())

@@ -68,10 +68,25 @@ classic_count = sum(len(family.samples) for family in classic(text))
 print(json.dumps({"samples": samples, "classic": classic_count}))
 "#;
 
-/// Parses `text` with the official parsers; `None` (after saying why) when they are not
-/// installed outside CI.
+/// Says once, straight to stderr (where `tests/run` collects it), that the parser tests did
+/// not run.
+fn skipped(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: /metrics parser checks ({why}); `python3 -m pip install -r \
+             .ci/requirements-metrics.txt` (tests/run does it in a venv) to run them"
+        );
+    });
+}
+
+/// Parses `text` with the official parsers (the interpreter of the fake Stripe, which
+/// `tests/run` installs them beside); `None` (after saying why) when they are not installed
+/// outside CI.
 fn parse(text: &str) -> Option<Vec<Sample>> {
-    let child = Command::new("python3")
+    let python = crate::fake_stripe::python();
+    let child = Command::new(&python)
         .args(["-c", PARSE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -80,10 +95,10 @@ fn parse(text: &str) -> Option<Vec<Sample>> {
     let mut child = match child {
         Ok(c) => c,
         Err(e) if !crate::helpers::in_ci() => {
-            println!("SKIPPED: no python3 to parse /metrics ({e})");
+            skipped(&format!("cannot run {python}: {e}"));
             return None;
         }
-        Err(e) => panic!("python3: {e}"),
+        Err(e) => panic!("{python}: {e}"),
     };
     child
         .stdin
@@ -95,7 +110,7 @@ fn parse(text: &str) -> Option<Vec<Sample>> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         if stderr.contains("No module named 'prometheus_client'") && !crate::helpers::in_ci() {
-            println!("SKIPPED: prometheus_client not installed (.ci/prepare installs it)");
+            skipped(&format!("{python} has no prometheus_client"));
             return None;
         }
         panic!("the Prometheus parser refused /metrics: {stderr}\n{text}");
