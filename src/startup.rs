@@ -185,16 +185,19 @@ impl Application {
             stripe: stripe.clone(),
             reconciler: reconciler.clone(),
         };
-        let server = build_server(
-            &config,
-            listener,
+        let state = http::AppState {
+            secrets: Arc::new(config.webhook_secrets.clone()),
+            tolerance_secs: config.tolerance_secs,
+            max_body_bytes: config.max_body_bytes,
+            body_timeout: config.client_request_timeout,
             admitter,
-            pool.clone(),
-            health.clone(),
-            api,
-            metrics.clone(),
+            pool: pool.clone(),
+            health: health.clone(),
+            webhook_metrics: metrics.webhook(),
+            metrics: metrics.clone(),
             admin,
-        )?;
+        };
+        let server = build_server(&config, listener, state, api)?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
@@ -437,25 +440,10 @@ impl Drain {
 fn build_server(
     config: &Config,
     listener: TcpListener,
-    admitter: Admitter,
-    pool: Pool,
-    health: Arc<Health>,
+    state: http::AppState,
     api: web::Data<ApiState>,
-    metrics: Arc<Metrics>,
-    admin: AdminState,
 ) -> anyhow::Result<Server> {
-    let state = web::Data::new(http::AppState {
-        secrets: Arc::new(config.webhook_secrets.clone()),
-        tolerance_secs: config.tolerance_secs,
-        max_body_bytes: config.max_body_bytes,
-        body_timeout: config.client_request_timeout,
-        admitter,
-        pool,
-        health,
-        webhook_metrics: metrics.webhook(),
-        metrics,
-        admin,
-    });
+    let state = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
