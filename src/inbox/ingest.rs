@@ -4,13 +4,27 @@
 //! [`crate::inbox::admission::Admitter`], whose insert-if-absent on the event id makes an
 //! event found twice (delivered and reconciled, or listed by two passes) a no-op.
 
+use sha2::{Digest, Sha256};
+
 use crate::store::events::NewWebhookEvent;
 use crate::stripe::envelope::{parse_envelope, EnvelopeError};
 
 /// The row to admit for the event `body` (the exact bytes, stored as they are), received
-/// at `now` (local seconds).
-pub fn inbox_row(body: &[u8], now: i64) -> Result<NewWebhookEvent, EnvelopeError> {
+/// at `now` (local seconds). `latest_created` bounds the event's `created`: Stripe creates an
+/// event before it signs or lists it, so a later `created` is forged or broken (and would
+/// make every later real event of its object `stale`). The webhook passes the signature's
+/// `t` plus the tolerance, reconciliation its own clock plus the same.
+pub fn inbox_row(
+    body: &[u8],
+    now: i64,
+    latest_created: i64,
+) -> Result<NewWebhookEvent, EnvelopeError> {
     let envelope = parse_envelope(body)?;
+    if let Some(created) = envelope.created.filter(|&c| c > latest_created) {
+        return Err(EnvelopeError::BadCreated(format!(
+            "{created} is later than the signature allows ({latest_created})"
+        )));
+    }
     // serde_json accepted the body, so it is UTF-8; the check costs little and keeps the
     // stored text exactly the signed bytes.
     let text = std::str::from_utf8(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
@@ -26,4 +40,27 @@ pub fn inbox_row(body: &[u8], now: i64) -> Result<NewWebhookEvent, EnvelopeError
         payload: text.to_owned(),
         received_at: now,
     })
+}
+
+/// The SHA-256 of a body, in hex: what a log line may say about a body instead of the body.
+pub fn body_digest(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_may_not_be_later_than_the_signature_allows() {
+        let body = br#"{"id":"evt_1","type":"a.b","created":1000}"#;
+        assert_eq!(
+            inbox_row(body, 5, 1000).expect("at the bound").created,
+            1000
+        );
+        let err = inbox_row(body, 5, 999).unwrap_err();
+        assert_eq!(err.kind(), "invalid_created");
+        let absent = br#"{"id":"evt_1","type":"a.b"}"#;
+        assert_eq!(inbox_row(absent, 5, 0).expect("absent").created, 5);
+    }
 }

@@ -155,6 +155,9 @@ const REJECTION_KINDS: &[&str] = &[
     "invalid_event_id",
     "missing_event_id",
     "missing_event_type",
+    "invalid_envelope_field",
+    "invalid_created",
+    "object_type_mismatch",
     "payload_too_large",
     "storage_unavailable",
 ];

@@ -11,6 +11,7 @@ mod app_support;
 mod cli;
 mod fake_stripe;
 mod fuzz;
+mod hardening;
 mod helpers;
 mod metrics;
 mod notifications;
