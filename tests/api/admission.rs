@@ -130,7 +130,10 @@ async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed
     assert!(first.last_error.unwrap().contains("data.object"));
     let second = app.event("evt_badid").unwrap();
     assert_eq!(second.status.as_str(), "failed");
-    assert!(second.last_error.unwrap().contains("nothing after the prefix"));
+    assert!(second
+        .last_error
+        .unwrap()
+        .contains("nothing after the prefix"));
 }
 both_backends!(
     a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed_with_the_reason
