@@ -629,3 +629,76 @@ fn the_test_servers_url_is_a_valid_database_url() {
         Ok(DatabaseUrl::Postgres(_))
     ));
 }
+
+/// A raw HTTP/1.1 POST of a signed `body` to `/webhooks/stripe`; the status line's code.
+fn post_signed_raw(port: u16, body: &[u8]) -> u16 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let header = payhook::stripe::signature::header_for(body, SECRET, now);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Stripe-Signature: {header}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    std::str::from_utf8(&answer[9..12])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The same event id with another body is acknowledged as a duplicate, and the operator is
+/// told with a WARN line carrying both bodies' SHA-256, never the bodies.
+#[test]
+fn a_duplicate_with_another_body_is_logged_with_both_digests() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(
+        dir.path(),
+        &[
+            ("DATABASE_URL", "payhook.sqlite3"),
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let port = serve.port();
+    let now = 1_700_000_000;
+    let event = intent_event("evt_dupbody", "payment_intent.created", "pi_dupbody", now);
+    let mut altered = event.clone();
+    altered["data"]["object"]["description"] = "secret-looking altered text".into();
+    let (first, second) = (bytes(&event), bytes(&altered));
+    assert_eq!(post_signed_raw(port, &first), 200);
+    assert_eq!(
+        post_signed_raw(port, &first),
+        200,
+        "an identical re-delivery"
+    );
+    assert_eq!(post_signed_raw(port, &second), 200, "still a duplicate");
+
+    let line = serve.wait_for("different body");
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(
+        line.contains(&hex::encode(Sha256::digest(&first))),
+        "{line}"
+    );
+    assert!(
+        line.contains(&hex::encode(Sha256::digest(&second))),
+        "{line}"
+    );
+    let log = serve.log();
+    assert_eq!(
+        log.matches("different body").count(),
+        1,
+        "the identical re-delivery is not reported: {log}"
+    );
+    assert!(!log.contains("altered text"), "a body in the log: {log}");
+}
