@@ -197,7 +197,11 @@ impl Application {
             metrics: metrics.clone(),
             admin,
         };
-        let server = build_server(&config, listener, state, api)?;
+        let state = web::Data::new(state);
+        let server = build_server(&config, listener, move |cfg| {
+            cfg.app_data(state.clone()).app_data(api.clone());
+            http::routes(cfg);
+        })?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
@@ -437,24 +441,20 @@ impl Drain {
     }
 }
 
-fn build_server(
+/// The HTTP server with `serve`'s settings (timeouts, keep-alive, backlog, workers) around
+/// the routes and data `configure` installs. Public for the verify-only reference receiver
+/// (`tests/benches/verify_only.rs`), which must run on exactly these settings.
+pub fn build_server(
     config: &Config,
     listener: TcpListener,
-    state: http::AppState,
-    api: web::Data<ApiState>,
+    configure: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> anyhow::Result<Server> {
-    let state = web::Data::new(state);
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(api.clone())
-            .configure(http::routes)
-    })
-    .client_request_timeout(config.client_request_timeout)
-    .client_disconnect_timeout(Duration::from_secs(2))
-    .keep_alive(Duration::from_secs(75))
-    .backlog(2048)
-    .shutdown_timeout(10);
+    let mut server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .client_request_timeout(config.client_request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_secs(75))
+        .backlog(2048)
+        .shutdown_timeout(10);
     if config.http_workers > 0 {
         server = server.workers(config.http_workers);
     }
