@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::notifications::Notifications;
 use crate::app::AppApi;
 use crate::config::{self, Config, StripeAccess};
 use crate::health::Health;
@@ -107,7 +108,8 @@ impl Application {
         Self::build_with(config, Workers::Background).await
     }
 
-    pub async fn build_with(config: Config, workers: Workers) -> anyhow::Result<Self> {
+    pub async fn build_with(mut config: Config, workers: Workers) -> anyhow::Result<Self> {
+        config.processor.notifications = Notifications::for_config(&config);
         anyhow::ensure!(
             !config.webhook_secrets.is_empty(),
             config::MISSING_SECRET_HELP
@@ -432,9 +434,10 @@ impl Drain {
     /// Expires due checkouts now; returns how many.
     pub async fn sweep(&self, now: i64) -> crate::store::StoreResult<usize> {
         let expiry = self.processor.checkout_expiry.as_secs() as i64;
+        let notifications = self.processor.notifications;
         let expired = self
             .pool
-            .run_pool(move |pool| sweeper::sweep(pool, expiry, now))
+            .run_pool(move |pool| sweeper::sweep(pool, expiry, notifications, now))
             .await?;
         sweeper::record_expired(&self.metrics, expired);
         Ok(expired)

@@ -491,7 +491,10 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(&fresh).expect("JSON");
             assert_eq!(json["type"], "payment_intent.succeeded");
             assert_eq!(json["data"]["object"]["id"], format!("pi_T{n:010}"));
-            assert_eq!(json["data"]["object"]["payment_method"], format!("pm_T{n:010}"));
+            assert_eq!(
+                json["data"]["object"]["payment_method"],
+                format!("pm_T{n:010}")
+            );
         }
     }
 }
