@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::notifications::Notifications;
 use crate::app::AppApi;
 use crate::config::{self, Config, StripeAccess};
 use crate::health::Health;
@@ -116,7 +117,8 @@ impl Application {
         Self::build_with(config, Workers::Background).await
     }
 
-    pub async fn build_with(config: Config, workers: Workers) -> anyhow::Result<Self> {
+    pub async fn build_with(mut config: Config, workers: Workers) -> anyhow::Result<Self> {
+        config.processor.notifications = Notifications::for_config(&config);
         anyhow::ensure!(
             !config.webhook_secrets.is_empty(),
             config::MISSING_SECRET_HELP
@@ -210,7 +212,11 @@ impl Application {
             metrics: metrics.clone(),
             admin,
         };
-        let server = build_server(&config, listener, state, api)?;
+        let state = web::Data::new(state);
+        let server = build_server(&config, listener, move |cfg| {
+            cfg.app_data(state.clone()).app_data(api.clone());
+            http::routes(cfg);
+        })?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
@@ -451,33 +457,30 @@ impl Drain {
     /// Expires due checkouts now; returns how many.
     pub async fn sweep(&self, now: i64) -> crate::store::StoreResult<usize> {
         let expiry = self.processor.checkout_expiry.as_secs() as i64;
+        let notifications = self.processor.notifications;
         let expired = self
             .pool
-            .run_pool(move |pool| sweeper::sweep(pool, expiry, now))
+            .run_pool(move |pool| sweeper::sweep(pool, expiry, notifications, now))
             .await?;
         sweeper::record_expired(&self.metrics, expired);
         Ok(expired)
     }
 }
 
-fn build_server(
+/// The HTTP server with `serve`'s settings (timeouts, keep-alive, backlog, workers) around
+/// the routes and data `configure` installs. Public for the verify-only reference receiver
+/// (`tests/benches/verify_only.rs`), which must run on exactly these settings.
+pub fn build_server(
     config: &Config,
     listener: TcpListener,
-    state: http::AppState,
-    api: web::Data<ApiState>,
+    configure: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> anyhow::Result<Server> {
-    let state = web::Data::new(state);
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(api.clone())
-            .configure(http::routes)
-    })
-    .client_request_timeout(config.client_request_timeout)
-    .client_disconnect_timeout(Duration::from_secs(2))
-    .keep_alive(Duration::from_secs(75))
-    .backlog(2048)
-    .shutdown_timeout(10);
+    let mut server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .client_request_timeout(config.client_request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_secs(75))
+        .backlog(2048)
+        .shutdown_timeout(10);
     if config.http_workers > 0 {
         server = server.workers(config.http_workers);
     }

@@ -13,6 +13,26 @@ use crate::store::app_checkouts;
 use crate::store::checkouts::CheckoutRow;
 use crate::store::{Conn, StoreResult};
 
+/// Whether changes queue notifications to the app. Only when `NOTIFY_URL` is set
+/// ([`Notifications::for_config`], the one place this is decided): without it nobody is told,
+/// and queuing anyway cost every applied transition a rendered checkout, a sequence update and
+/// an outbox row with five indexes (BENCHMARKS.md, issue 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notifications {
+    Queue,
+    Skip,
+}
+
+impl Notifications {
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        if config.notify.is_some() {
+            Self::Queue
+        } else {
+            Self::Skip
+        }
+    }
+}
+
 /// The notification type of a move to `state`; `None` for `pending` (a checkout's start,
 /// which the app made or learns from the API).
 pub fn checkout_type(state: CheckoutState) -> Option<&'static str> {
@@ -56,11 +76,15 @@ pub fn checkout_row_moved(
     conn: &mut Conn,
     row: &CheckoutRow,
     hints: Hints<'_>,
+    notifications: Notifications,
     now: i64,
 ) -> StoreResult<()> {
     let Some(event_type) = checkout_type(row.state) else {
         return Ok(());
     };
+    if notifications == Notifications::Skip {
+        return Ok(());
+    }
     let view = object::view_with(conn, row.clone(), hints)?;
     enqueue(conn, &view, event_type, now)
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::intents::{apply_intent, Cause};
 use super::payment_methods::record_payment_method;
 use super::{Applied, Effects};
+use crate::app::notifications::Notifications;
 use crate::domain::customer::{ByEmail, Names};
 use crate::domain::observed::{observed_state, IntentStatus, LastError};
 use crate::store::checkouts::{self as checkout_store, CheckoutRow};
@@ -90,7 +91,15 @@ fn observe_intent(
         what: "observed",
         reason: Some("observed"),
     };
-    match apply_intent(conn, &cause, target, &view, now, effects)? {
+    match apply_intent(
+        conn,
+        &cause,
+        target,
+        &view,
+        now,
+        Notifications::Queue,
+        effects,
+    )? {
         Applied::Invalid(reason) => return Ok(Fetched::Invalid(reason)),
         Applied::Processed | Applied::Ignored => {}
     }

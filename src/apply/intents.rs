@@ -6,6 +6,7 @@ use log::{info, warn};
 
 use super::payment_methods::record_payment_method;
 use super::{Applied, Effects};
+use crate::app::notifications::Notifications;
 use crate::domain::checkout::{self, CheckoutState, Decision, TransitionOutcome, Trigger};
 use crate::domain::customer::{ByEmail, Names};
 use crate::outbox::save_card;
@@ -48,6 +49,7 @@ pub(super) fn apply_intent_event(
     kind: IntentEvent,
     view: &IntentView,
     now: i64,
+    notifications: Notifications,
     effects: &mut Effects,
 ) -> StoreResult<Applied> {
     let cause = Cause {
@@ -62,6 +64,7 @@ pub(super) fn apply_intent_event(
         trigger_for(kind, view).target(),
         view,
         now,
+        notifications,
         effects,
     )
 }
@@ -74,6 +77,7 @@ pub(super) fn apply_intent(
     target: CheckoutState,
     view: &IntentView,
     now: i64,
+    notifications: Notifications,
     effects: &mut Effects,
 ) -> StoreResult<Applied> {
     let customer = resolve_customer(
@@ -193,7 +197,7 @@ pub(super) fn apply_intent(
                 maybe_app: view.checkout_ref.as_deref() == Some(row.id.as_str()),
                 customer_ref: view.customer_ref.as_deref(),
             };
-            crate::app::notifications::checkout_row_moved(conn, &row, hints, now)?;
+            crate::app::notifications::checkout_row_moved(conn, &row, hints, notifications, now)?;
         }
     }
     match decision {

@@ -22,6 +22,7 @@ mod payment_methods;
 
 use serde_json::Value;
 
+use crate::app::notifications::Notifications;
 use crate::domain::checkout::{CheckoutState, TransitionOutcome};
 use crate::store::events::WebhookEvent;
 use crate::store::{Conn, StoreResult};
@@ -57,6 +58,17 @@ pub fn apply_event_with(
     now: i64,
     effects: &mut Effects,
 ) -> StoreResult<Applied> {
+    apply_event_notifying(conn, event, now, Notifications::Queue, effects)
+}
+
+/// As [`apply_event_with`], queuing notifications to the app only as `notifications` says.
+pub fn apply_event_notifying(
+    conn: &mut Conn,
+    event: &WebhookEvent,
+    now: i64,
+    notifications: Notifications,
+    effects: &mut Effects,
+) -> StoreResult<Applied> {
     let Some(kind) = EventKind::from_type(&event.event_type) else {
         return Ok(Applied::Ignored);
     };
@@ -70,7 +82,9 @@ pub fn apply_event_with(
     };
     match kind {
         EventKind::Intent(kind) => match IntentView::from_object(object) {
-            Ok(view) => intents::apply_intent_event(conn, event, kind, &view, now, effects),
+            Ok(view) => {
+                intents::apply_intent_event(conn, event, kind, &view, now, notifications, effects)
+            }
             Err(e) => Ok(Applied::Invalid(e.to_string())),
         },
         EventKind::PaymentMethod { attached } => match PaymentMethodView::from_object(object) {

@@ -54,12 +54,24 @@ struct Args {
     /// Distinct intents the events are spread over (events of one intent follow its life).
     #[arg(long, default_value_t = 10_000)]
     objects: u64,
+    /// Which events: `lifecycle` (intents through their life over --objects intents, plus
+    /// payment-method and customer events) or `new-checkouts` (each event a
+    /// `payment_intent.succeeded` of its own intent that saves its card: every event opens a
+    /// checkout and queues a card to save, the heavy end of applying).
+    #[arg(long, value_enum, default_value_t = Mix::Lifecycle)]
+    mix: Mix,
     /// Per-request timeout in milliseconds (counted as status "timeout").
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
     /// Prefix of event and object ids (default: derived from the clock, unique per run).
     #[arg(long)]
     run_id: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    Lifecycle,
+    NewCheckouts,
 }
 
 /// Where to connect and what to ask for.
@@ -104,13 +116,30 @@ fn parse_target(url: &str) -> anyhow::Result<Target> {
 /// The life of an intent, as Stripe narrates it, and the other types a real endpoint sees.
 const INTENT_TYPES: [&str; 6] = payhook::stripe::payload::PAYMENT_INTENT_EVENT_TYPES;
 
-/// Builds event number `n`: mostly intent events (the mix a checkout endpoint sees), some
-/// payment-method and customer events (the latter are stored and ignored by payhook).
-fn make_event(run: &str, n: u64, objects: u64, pad_to: usize, now: i64) -> String {
+/// Builds event number `n` of `mix`.
+fn make_event(run: &str, n: u64, mix: Mix, objects: u64, pad_to: usize, now: i64) -> String {
+    let id = format!("evt_{run}{n:010}");
+    let body = match mix {
+        Mix::Lifecycle => lifecycle_event(run, &id, n, objects, now),
+        Mix::NewCheckouts => intent_event(
+            run,
+            &id,
+            n,
+            &format!("{n:010}"),
+            "payment_intent.succeeded",
+            true,
+            now,
+        ),
+    };
+    pad(body, pad_to)
+}
+
+/// Mostly intent events (the mix a checkout endpoint sees), some payment-method and customer
+/// events (the latter are stored and ignored by payhook).
+fn lifecycle_event(run: &str, id: &str, n: u64, objects: u64, now: i64) -> String {
     let intent = n % objects.max(1);
     let step = n / objects.max(1);
-    let id = format!("evt_{run}{n:010}");
-    let body = match n % 20 {
+    match n % 20 {
         18 => format!(
             r#"{{"id":"{id}","object":"event","api_version":"2025-09-30.clover","created":{now},"data":{{"object":{{"id":"pm_{run}{intent:08}","object":"payment_method","billing_details":{{"address":{{"city":null,"country":"DE","line1":null,"postal_code":"10115"}},"email":"user{intent}@example.com","name":"Load Test"}},"card":{{"brand":"visa","checks":{{"cvc_check":"pass"}},"country":"US","exp_month":12,"exp_year":2030,"fingerprint":"Fp{intent:014}","funding":"credit","last4":"4242"}},"created":{now},"customer":"cus_{run}{intent:08}","livemode":false,"metadata":{{}},"type":"card"}},"previous_attributes":null}},"livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":"payment_method.attached""#
         ),
@@ -119,16 +148,40 @@ fn make_event(run: &str, n: u64, objects: u64, pad_to: usize, now: i64) -> Strin
         ),
         _ => {
             let event_type = INTENT_TYPES[(step % INTENT_TYPES.len() as u64) as usize];
-            let error = if event_type.ends_with("failed") {
-                r#"{"code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","type":"card_error"}"#
-            } else {
-                "null"
-            };
-            format!(
-                r#"{{"id":"{id}","object":"event","api_version":"2025-09-30.clover","created":{now},"data":{{"object":{{"id":"pi_{run}{intent:08}","object":"payment_intent","amount":4200,"amount_capturable":0,"amount_details":{{"tip":{{}}}},"amount_received":0,"application":null,"application_fee_amount":null,"automatic_payment_methods":{{"allow_redirects":"always","enabled":true}},"canceled_at":null,"cancellation_reason":null,"capture_method":"automatic_async","client_secret":"pi_{run}{intent:08}_secret_LoadTestNotARealSecret","confirmation_method":"automatic","created":{now},"currency":"eur","customer":null,"description":"Order {intent}","last_payment_error":{error},"latest_charge":null,"livemode":false,"metadata":{{"customer_ref":"user_{intent}"}},"next_action":null,"on_behalf_of":null,"payment_method":null,"payment_method_options":{{"card":{{"installments":null,"mandate_options":null,"network":null,"request_three_d_secure":"automatic"}}}},"payment_method_types":["card"],"processing":null,"receipt_email":null,"review":null,"setup_future_usage":"off_session","shipping":null,"source":null,"statement_descriptor":null,"statement_descriptor_suffix":null,"status":"requires_payment_method","transfer_data":null,"transfer_group":null}}}},"livemode":false,"pending_webhooks":1,"request":{{"id":"req_{run}{n}","idempotency_key":"{run}-{n}"}},"type":"{event_type}""#
-            )
+            intent_event(run, id, n, &format!("{intent:08}"), event_type, false, now)
         }
+    }
+}
+
+/// A `payment_intent.*` event of intent `pi_{run}{intent}`, without the closing brace. With
+/// `names_card` it is `succeeded` with its card (`pm_{run}{intent}`), which
+/// `setup_future_usage` asks to save.
+fn intent_event(
+    run: &str,
+    id: &str,
+    n: u64,
+    intent: &str,
+    event_type: &str,
+    names_card: bool,
+    now: i64,
+) -> String {
+    let error = if event_type.ends_with("failed") {
+        r#"{"code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","type":"card_error"}"#
+    } else {
+        "null"
     };
+    let (status, payment_method) = if names_card {
+        ("succeeded", format!(r#""pm_{run}{intent}""#))
+    } else {
+        ("requires_payment_method", "null".to_owned())
+    };
+    format!(
+        r#"{{"id":"{id}","object":"event","api_version":"2025-09-30.clover","created":{now},"data":{{"object":{{"id":"pi_{run}{intent}","object":"payment_intent","amount":4200,"amount_capturable":0,"amount_details":{{"tip":{{}}}},"amount_received":0,"application":null,"application_fee_amount":null,"automatic_payment_methods":{{"allow_redirects":"always","enabled":true}},"canceled_at":null,"cancellation_reason":null,"capture_method":"automatic_async","client_secret":"pi_{run}{intent}_secret_LoadTestNotARealSecret","confirmation_method":"automatic","created":{now},"currency":"eur","customer":null,"description":"Order {intent}","last_payment_error":{error},"latest_charge":null,"livemode":false,"metadata":{{"customer_ref":"user_{intent}"}},"next_action":null,"on_behalf_of":null,"payment_method":{payment_method},"payment_method_options":{{"card":{{"installments":null,"mandate_options":null,"network":null,"request_three_d_secure":"automatic"}}}},"payment_method_types":["card"],"processing":null,"receipt_email":null,"review":null,"setup_future_usage":"off_session","shipping":null,"source":null,"statement_descriptor":null,"statement_descriptor_suffix":null,"status":"{status}","transfer_data":null,"transfer_group":null}}}},"livemode":false,"pending_webhooks":1,"request":{{"id":"req_{run}{n}","idempotency_key":"{run}-{n}"}},"type":"{event_type}""#
+    )
+}
+
+/// Pads `body` (an envelope without its closing brace) to about `pad_to` bytes and closes it.
+fn pad(body: String, pad_to: usize) -> String {
     let mut body = body;
     // Padding goes into a field payhook never reads, as large real payloads carry big
     // metadata, line items or descriptions.
@@ -292,7 +345,14 @@ async fn connection(shared: Arc<Shared>, worker: usize) -> Tally {
         } else {
             n
         };
-        let body = make_event(&shared.run, event_n, args.objects, args.payload_bytes, now);
+        let body = make_event(
+            &shared.run,
+            event_n,
+            args.mix,
+            args.objects,
+            args.payload_bytes,
+            now,
+        );
         let signature = header_for(body.as_bytes(), &args.secret, now);
         request.clear();
         request.extend_from_slice(
@@ -420,13 +480,21 @@ mod tests {
     #[test]
     fn events_are_valid_envelopes_of_the_requested_size() {
         for n in 0..40 {
-            let body = make_event("T", n, 7, 0, 1_700_000_000);
+            let body = make_event("T", n, Mix::Lifecycle, 7, 0, 1_700_000_000);
             let envelope =
                 payhook::stripe::envelope::parse_envelope(body.as_bytes()).expect("envelope");
             assert_eq!(envelope.id.to_string(), format!("evt_T{n:010}"));
-            let padded = make_event("T", n, 7, 10_240, 1_700_000_000);
+            let padded = make_event("T", n, Mix::Lifecycle, 7, 10_240, 1_700_000_000);
             assert!(padded.len().abs_diff(10_240) < 64, "{}", padded.len());
             serde_json::from_str::<serde_json::Value>(&padded).expect("JSON");
+            let fresh = make_event("T", n, Mix::NewCheckouts, 7, 0, 1_700_000_000);
+            let json: serde_json::Value = serde_json::from_str(&fresh).expect("JSON");
+            assert_eq!(json["type"], "payment_intent.succeeded");
+            assert_eq!(json["data"]["object"]["id"], format!("pi_T{n:010}"));
+            assert_eq!(
+                json["data"]["object"]["payment_method"],
+                format!("pm_T{n:010}")
+            );
         }
     }
 }

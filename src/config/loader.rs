@@ -276,6 +276,7 @@ impl<'a> Reader<'a> {
             workers: self.int(&vars::PROCESS_WORKERS)?,
             max_transaction: self.millis(&vars::PROCESS_MAX_TXN_MS)?,
             nice: self.int(&vars::PROCESS_NICE)?,
+            notifications: crate::app::notifications::Notifications::Queue,
         })
     }
 

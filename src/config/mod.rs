@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod stripe_access;
 pub mod vars;
 
+use crate::app::notifications::Notifications;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -167,6 +168,10 @@ pub struct ProcessorConfig {
     /// Nice value of the processor's thread (0 to 19): when the CPU is short, acknowledging
     /// deliveries goes first and applying them catches up after (see [`crate::background`]).
     pub nice: i32,
+    /// Whether applied transitions and expiries queue notifications to the app: set from
+    /// `NOTIFY_URL` when the application starts ([`Notifications::for_config`]); `Queue` by
+    /// default.
+    pub notifications: Notifications,
 }
 
 /// The table's defaults (SQLite's where they depend on the backend).

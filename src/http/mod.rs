@@ -15,6 +15,7 @@ use std::time::Duration;
 use actix_web::web;
 
 pub use error::WebhookError;
+pub use webhook::{read_verified, Door, Verified};
 
 use crate::config::WebhookSecret;
 use crate::health::Health;

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use log::{debug, warn};
 
 use super::{AppState, WebhookError};
+use crate::config::WebhookSecret;
 use crate::inbox::admission::Admission;
 use crate::inbox::ingest::{body_digest, inbox_row};
 use crate::store::events;
@@ -48,14 +49,37 @@ fn acknowledge(answer: &'static str) -> HttpResponse {
         .body(answer)
 }
 
-async fn handle(
+/// What a delivery is checked against before anything is stored: the body's size and time
+/// limits and the signing secrets. `serve` and the verify-only reference receiver of
+/// `tests/benches/verify_only.rs` both read deliveries through [`read_verified`], so the
+/// reference cannot drift from the door it is compared with.
+pub struct Door<'a> {
+    pub secrets: &'a [WebhookSecret],
+    pub tolerance_secs: i64,
+    pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
+}
+
+/// A delivery whose signature matched.
+pub struct Verified {
+    pub body: web::BytesMut,
+    /// Which secret matched (rotation: 0 is the current one).
+    pub secret_index: usize,
+    /// The signature's `t`: Stripe signed the event then, so it was created before.
+    pub signed_at: i64,
+    /// Local time of the check, unix seconds.
+    pub now: i64,
+}
+
+/// Reads the body within the door's limits and verifies its signature.
+pub async fn read_verified(
     req: &HttpRequest,
     payload: web::Payload,
-    state: &AppState,
-) -> Result<Admission, WebhookError> {
+    door: Door<'_>,
+) -> Result<Verified, WebhookError> {
     let body = tokio::time::timeout(
-        state.body_timeout,
-        read_body(req, payload, state.max_body_bytes),
+        door.body_timeout,
+        read_body(req, payload, door.max_body_bytes),
     )
     .await
     .map_err(|_| WebhookError::BodyTimeout)??;
@@ -69,7 +93,32 @@ async fn handle(
     };
     let now = now_secs();
     let (secret_index, signed_at) =
-        signature::verify_signed_at(&body, header, &state.secrets, state.tolerance_secs, now)?;
+        signature::verify_signed_at(&body, header, door.secrets, door.tolerance_secs, now)?;
+    Ok(Verified {
+        body,
+        secret_index,
+        signed_at,
+        now,
+    })
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Admission, WebhookError> {
+    let door = Door {
+        secrets: &state.secrets,
+        tolerance_secs: state.tolerance_secs,
+        max_body_bytes: state.max_body_bytes,
+        body_timeout: state.body_timeout,
+    };
+    let Verified {
+        body,
+        secret_index,
+        signed_at,
+        now,
+    } = read_verified(req, payload, door).await?;
     state.webhook_metrics.secret_matched(secret_index);
     let row = inbox_row(
         &body,

@@ -26,6 +26,7 @@
 //! abort lets the other transaction commit, so contention retries cannot outnumber the
 //! conflicting events that completed; an event is never made `dead` by contention.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use log::{debug, error, warn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{apply_event_with, Applied, Effects};
+use crate::apply::{apply_event_notifying, Applied, Effects};
 use crate::config::ProcessorConfig;
 use crate::domain::checkout::{CheckoutState, TransitionOutcome};
 use crate::metrics::Metrics;
@@ -97,6 +98,18 @@ fn next_claim(limit: i64, report: &BatchReport, batch_size: i64) -> i64 {
     }
 }
 
+/// How many claimed events to read (payloads included) per query. On PostgreSQL each read
+/// is a round trip, so a chunk of the claim is read at once, bounded so that large payloads
+/// do not all sit in memory together (see `ClaimedEvent`). SQLite has no round trip to save
+/// and yields after any event, so it reads one at a time with a statement prepared once.
+fn read_ahead(conn: &Conn) -> usize {
+    if conn.is_postgres() {
+        32
+    } else {
+        1
+    }
+}
+
 /// Delay before try number `attempts + 1` (see [`retry`]): ±50 % jitter.
 fn retry_delay(config: &ProcessorConfig, attempts: i32) -> Duration {
     retry::jitter(
@@ -145,46 +158,57 @@ pub fn process_up_to(
             at_ms: now,
             ..BatchReport::default()
         };
+        // Outcomes are written together when the batch ends (same transaction, so still
+        // atomic with each event's effects); see `events::finish_events`.
+        let mut finished = Vec::with_capacity(due.len());
+        let read_ahead = read_ahead(conn);
+        let mut read: HashMap<String, events::WebhookEvent> = HashMap::new();
         for (n, claimed) in due.iter().enumerate() {
-            // Read whole (payload included) one at a time; see `ClaimedEvent`. The claim
-            // holds the row for this transaction, so it is there.
-            let event = &events::find_event(conn, &claimed.id)?.ok_or_else(|| {
+            if n % read_ahead == 0 {
+                let ids: Vec<&str> = due[n..due.len().min(n + read_ahead)]
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect();
+                read = if let [id] = ids.as_slice() {
+                    events::find_event(conn, id)?.into_iter().collect()
+                } else {
+                    events::find_events(conn, &ids)?
+                }
+                .into_iter()
+                .map(|e| (e.id.clone(), e))
+                .collect();
+            }
+            // The claim holds the row for this transaction, so it is there.
+            let event = &read.remove(&claimed.id).ok_or_else(|| {
                 StoreError::Corrupt(format!("claimed event {} vanished", claimed.id))
             })?;
             let attempts = event.attempts + 1;
             let mut effects = Effects::default();
-            let applied =
-                conn.savepoint(|conn| apply_event_with(conn, event, now / 1000, &mut effects));
+            let applied = conn.savepoint(|conn| {
+                apply_event_notifying(conn, event, now / 1000, config.notifications, &mut effects)
+            });
             if applied.is_ok() {
                 report.transitions.append(&mut effects.transitions);
             }
+            let finish = |status, error| events::Finished {
+                id: event.id.clone(),
+                status,
+                attempts,
+                error,
+            };
             match applied {
                 Ok(Applied::Processed) => {
                     report.processed += 1;
                     report
                         .finished
                         .push((EventStatus::Processed, event.created));
-                    events::finish_event(
-                        conn,
-                        &event.id,
-                        EventStatus::Processed,
-                        attempts,
-                        None,
-                        now / 1000,
-                    )?;
+                    finished.push(finish(EventStatus::Processed, None));
                 }
                 Ok(Applied::Ignored) => {
                     report.ignored += 1;
                     report.finished.push((EventStatus::Ignored, event.created));
                     debug!("event {} of type {} ignored", event.id, event.event_type);
-                    events::finish_event(
-                        conn,
-                        &event.id,
-                        EventStatus::Ignored,
-                        attempts,
-                        None,
-                        now / 1000,
-                    )?;
+                    finished.push(finish(EventStatus::Ignored, None));
                 }
                 Ok(Applied::Invalid(reason)) => {
                     report.invalid += 1;
@@ -193,14 +217,7 @@ pub fn process_up_to(
                         "event {} ({}) cannot be applied: {reason}",
                         event.id, event.event_type
                     );
-                    events::finish_event(
-                        conn,
-                        &event.id,
-                        EventStatus::Failed,
-                        attempts,
-                        Some(&reason),
-                        now / 1000,
-                    )?;
+                    finished.push(finish(EventStatus::Failed, Some(reason)));
                 }
                 Err(e) => record_failure(conn, config, event, attempts, &e, now, &mut report)?,
             }
@@ -209,6 +226,7 @@ pub fn process_up_to(
                 break;
             }
         }
+        events::finish_events(conn, &finished, now / 1000)?;
         Ok(report)
     })
 }

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::app::notifications::Notifications;
+
 use log::{info, warn};
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +20,12 @@ use crate::store::{now_secs, Pool, StoreResult};
 const SWEEP_LIMIT: i64 = 1000;
 
 /// Expires due checkouts; returns how many.
-pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
+pub fn sweep(
+    pool: &Pool,
+    expiry_secs: i64,
+    notifications: Notifications,
+    now: i64,
+) -> StoreResult<usize> {
     let expirable: Vec<CheckoutState> = CheckoutState::ALL
         .iter()
         .copied()
@@ -50,7 +57,14 @@ pub fn sweep(pool: &Pool, expiry_secs: i64, now: i64) -> StoreResult<usize> {
                     at: now,
                 },
             )?;
-            crate::app::notifications::checkout_moved(conn, &row.id, CheckoutState::Expired, now)?;
+            if notifications == Notifications::Queue {
+                crate::app::notifications::checkout_moved(
+                    conn,
+                    &row.id,
+                    CheckoutState::Expired,
+                    now,
+                )?;
+            }
             info!(
                 "checkout {} ({}) expired from {state}",
                 row.id, row.intent_id
@@ -75,7 +89,7 @@ pub async fn run(
             _ = tokio::time::sleep(config.sweep_interval) => {}
         }
         match pool
-            .run_pool(move |pool| sweep(pool, expiry, now_secs()))
+            .run_pool(move |pool| sweep(pool, expiry, config.notifications, now_secs()))
             .await
         {
             Ok(expired) => record_expired(&metrics, expired),

@@ -164,6 +164,58 @@ pub fn finish_event(
     Ok(())
 }
 
+/// A final outcome of a batch's event, for [`finish_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub id: String,
+    pub status: EventStatus,
+    pub attempts: i32,
+    pub error: Option<String>,
+}
+
+/// Records the final outcomes of a batch's events at `now`, in the batch's transaction: on
+/// PostgreSQL one statement for all of them (a round trip per event was a tenth of applying
+/// one), on SQLite [`finish_event`] per event (prepared once, no round trip to save).
+pub fn finish_events(conn: &mut Conn, finished: &[Finished], now: i64) -> StoreResult<()> {
+    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+    if let Conn::Postgres(c) = conn {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = finished.iter().map(|f| f.id.as_str()).collect();
+        let statuses: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
+        let attempts: Vec<i32> = finished.iter().map(|f| f.attempts).collect();
+        let errors: Vec<Option<&str>> = finished.iter().map(|f| f.error.as_deref()).collect();
+        diesel::sql_query(
+            "UPDATE webhook_events AS e SET status = v.status, attempts = v.attempts, \
+             last_error = v.last_error, processed_at = $5 \
+             FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[]) \
+               AS v(id, status, attempts, last_error) \
+             WHERE e.id = v.id",
+        )
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Array<Text>, _>(statuses)
+        .bind::<Array<Integer>, _>(attempts)
+        .bind::<Array<Nullable<Text>>, _>(errors)
+        .bind::<BigInt, _>(now)
+        .execute(&mut **c)?;
+        return Ok(());
+    }
+    for f in finished {
+        finish_event(conn, &f.id, f.status, f.attempts, f.error.as_deref(), now)?;
+    }
+    Ok(())
+}
+
+/// The whole events of `ids` (payloads included), in no particular order; ids not stored
+/// are left out. One query for a chunk of a claim instead of one per event.
+pub fn find_events(conn: &mut Conn, ids: &[&str]) -> StoreResult<Vec<WebhookEvent>> {
+    Ok(with_conn!(conn, c => dsl::webhook_events
+        .filter(dsl::id.eq_any(ids))
+        .select(WebhookEvent::as_select())
+        .load(c))?)
+}
+
 /// Records a failed try and when to try again.
 pub fn schedule_event_retry(
     conn: &mut Conn,

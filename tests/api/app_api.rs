@@ -448,7 +448,14 @@ async fn a_charge_and_its_webhook_agree_when_the_webhook_comes_first(backend: Ba
         })
         .mount(&stripe)
         .await;
-    let app = spawn_api_app(backend, &stripe.uri(), None).await;
+    // The app listens: notifications are queued only when NOTIFY_URL is set.
+    let sink = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&sink)
+        .await;
+    let sink_url = format!("{}/hooks", sink.uri());
+    let app = spawn_api_app(backend, &stripe.uri(), Some(&sink_url)).await;
     app.with_conn(|c| {
         use payhook::store::customers;
         customers::insert_customer(

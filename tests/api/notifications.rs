@@ -365,3 +365,26 @@ async fn the_cli_lists_failed_notifications_and_retries_them(backend: Backend) {
     drop(db);
 }
 both_backends!(the_cli_lists_failed_notifications_and_retries_them);
+
+/// Without `NOTIFY_URL` nothing would ever send a notification, so applying queues none (it
+/// used to queue and keep them, which cost every applied transition a rendered checkout and
+/// an outbox row); the checkouts move as before.
+async fn without_notify_url_applied_transitions_queue_no_notification(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let now = payhook::store::now_secs();
+    let created = intent_event(
+        "evt_q_created",
+        "payment_intent.created",
+        "pi_quiet",
+        now - 2,
+    );
+    app.deliver(&bytes(&created)).await;
+    succeed(&app, "evt_q_ok", "pi_quiet").await;
+    app.settle().await;
+    assert_eq!(
+        app.checkout("pi_quiet").expect("checkout").state.as_str(),
+        "succeeded"
+    );
+    assert!(notify_items(&app).is_empty(), "{:?}", notify_items(&app));
+}
+both_backends!(without_notify_url_applied_transitions_queue_no_notification);

@@ -334,3 +334,90 @@ async fn a_batch_past_its_time_budget_commits_and_leaves_the_rest(backend: Backe
     assert_eq!((rest.claimed, rest.done(), rest.yielded), (2, 2, false));
 }
 both_backends!(a_batch_past_its_time_budget_commits_and_leaves_the_rest);
+
+/// One event of a batch failing in the database (here a trigger refuses its checkout) is
+/// rolled back alone: the batch's other events, before and after it in apply order, are
+/// applied and finished in the same batch, and the failing one is scheduled for a retry with
+/// its error recorded and nothing of it written.
+async fn a_batch_with_one_failing_event_applies_the_others(backend: Backend) {
+    use payhook::config::ProcessorConfig;
+    use payhook::inbox::processor::process_up_to;
+    use payhook::store::checkouts::find_checkout_by_intent;
+    use payhook::store::events::{find_event, insert_event};
+
+    let (_db, pool) = fresh_pool(backend).await;
+    let refuse = match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON checkouts WHEN NEW.intent_id = 'pi_iso_2' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse_bad() RETURNS trigger AS $$ BEGIN \
+               IF NEW.intent_id = 'pi_iso_2' THEN RAISE EXCEPTION 'refused by the test trigger'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_bad BEFORE INSERT ON checkouts FOR EACH ROW EXECUTE FUNCTION refuse_bad();"
+        }
+    };
+    {
+        let mut conn = pool.get().expect("connection");
+        with_conn!(&mut conn, c => c.batch_execute(refuse)).expect("trigger");
+        for intent in 0..5 {
+            for (n, event_type) in ["payment_intent.created", "payment_intent.succeeded"]
+                .into_iter()
+                .enumerate()
+            {
+                let event = intent_event(
+                    &format!("evt_iso_{intent}_{n}"),
+                    event_type,
+                    &format!("pi_iso_{intent}"),
+                    100 + n as i64,
+                );
+                insert_event(&mut conn, &stored_event(&bytes(&event))).expect("insert");
+            }
+        }
+    }
+    // Room for the whole batch in one transaction (a debug build is slow).
+    let config = ProcessorConfig {
+        max_transaction: Duration::from_secs(60),
+        ..ProcessorConfig::default()
+    };
+    let p = pool.clone();
+    let report = tokio::task::spawn_blocking(move || process_up_to(&p, &config, 500, || false))
+        .await
+        .expect("batch")
+        .expect("batch ran");
+    assert_eq!(report.claimed, 10);
+    assert!(!report.yielded, "{report:?}");
+    assert_eq!(report.processed, 8, "{report:?}");
+    assert_eq!(report.retried, 2, "{report:?}");
+
+    let mut conn = pool.get().expect("connection");
+    for intent in [0, 1, 3, 4] {
+        let checkout = find_checkout_by_intent(&mut conn, &format!("pi_iso_{intent}"))
+            .expect("query")
+            .expect("the others are applied");
+        assert_eq!(checkout.state.as_str(), "succeeded");
+        for n in 0..2 {
+            let event = find_event(&mut conn, &format!("evt_iso_{intent}_{n}"))
+                .expect("query")
+                .expect("stored");
+            assert_eq!(event.status.as_str(), "processed");
+            assert_eq!(event.attempts, 1);
+        }
+    }
+    assert!(find_checkout_by_intent(&mut conn, "pi_iso_2")
+        .expect("query")
+        .is_none());
+    for n in 0..2 {
+        let event = find_event(&mut conn, &format!("evt_iso_2_{n}"))
+            .expect("query")
+            .expect("stored");
+        assert_eq!(event.status.as_str(), "pending", "retried later");
+        assert_eq!(event.attempts, 1);
+        assert!(event
+            .last_error
+            .expect("error recorded")
+            .contains("refused by the test trigger"));
+    }
+}
+both_backends!(a_batch_with_one_failing_event_applies_the_others);

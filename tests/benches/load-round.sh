@@ -7,6 +7,9 @@
 #   tests/benches/load-round.sh sqlite   --count 300000 --duration 8 -c 64
 #   tests/benches/load-round.sh postgres --count 300000 --duration 8 -c 64
 #   tests/benches/load-round.sh backlog                  # 100 000 pending, time to apply
+#   tests/benches/load-round.sh backlog-postgres         # the same on PostgreSQL
+#   tests/benches/load-round.sh e2e sqlite   --count 30000 -c 64   # first delivery to last
+#   tests/benches/load-round.sh e2e postgres --count 30000 -c 64   # applied, new checkouts
 #   SERVER_ENV="PROCESS_NICE=0" tests/benches/load-round.sh sqlite ...   # server settings
 #
 # Needs the sqlite3 CLI; `postgres` needs psql and a server at $PG_ADMIN_URL (trust auth),
@@ -19,7 +22,7 @@ port="${PORT:-39000}"
 work="${WORK_DIR:-/tmp/payhook-bench}"
 pg_admin="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export STRIPE_WEBHOOK_SECRET=whsec_bench_secret
-mode="${1:?sqlite | postgres | backlog}"
+mode="${1:?sqlite | postgres | backlog | backlog-postgres | e2e sqlite|postgres}"
 shift
 
 serve() { # $1: DATABASE_URL
@@ -48,6 +51,30 @@ wait_applied() { # $1: command printing the pending count
   echo "applied the rest in $(( ($(date +%s%N) - t0) / 1000000 )) ms (pending now: $n)"
 }
 
+fresh_pg() { # prints the URL of an empty database payhook_bench
+  psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS payhook_bench WITH (FORCE)" \
+    -c "CREATE DATABASE payhook_bench" 2>&1 | grep -v NOTICE >&2 || true
+  echo "${pg_admin%/*}/payhook_bench"
+}
+# Every event pending again, derived state gone: the state of a payhook that admitted the
+# events and applied none.
+RESET_SQL="UPDATE webhook_events SET status = 'pending', attempts = 0, processed_at = NULL,
+  last_error = NULL, next_attempt_at_ms = 0; DELETE FROM checkout_transitions;
+  DELETE FROM outbox_attempts; DELETE FROM outbox; DELETE FROM checkouts; DELETE FROM payment_methods;
+  DELETE FROM customers;"
+timed_backlog() { # $1: DATABASE_URL, $2: command printing the pending count
+  echo "pending before start: $($2)"
+  sync
+  local t0
+  t0=$(date +%s%N)
+  serve "$1"
+  echo "ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  wait_applied "$2"
+  echo "(the time above starts when payhook is ready; add the start-up for the whole)"
+  echo "$(peak_memory)"
+  stop
+}
+
 rm -rf "$work"; mkdir -p "$work"
 case "$mode" in
   sqlite)
@@ -62,9 +89,7 @@ case "$mode" in
     stop
     ;;
   postgres)
-    psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS payhook_bench WITH (FORCE)" \
-      -c "CREATE DATABASE payhook_bench" 2>&1 | grep -v NOTICE || true
-    url="${pg_admin%/*}/payhook_bench"
+    url=$(fresh_pg)
     serve "$url"
     load "$@"
     echo "$(peak_memory) at the end of the load"
@@ -80,19 +105,40 @@ case "$mode" in
     load --count 105300 --duration 60 -c 64 --dup 0.05 >/dev/null
     wait_applied pending >/dev/null
     stop
-    # Every event pending again, derived state gone: the state of a payhook that admitted
-    # 100 000 events and applied none.
-    sqlite3 "$db" "UPDATE webhook_events SET status = 'pending', attempts = 0, processed_at = NULL,
-      last_error = NULL, next_attempt_at_ms = 0; DELETE FROM checkout_transitions;
-      DELETE FROM outbox_attempts; DELETE FROM outbox; DELETE FROM checkouts; DELETE FROM payment_methods;
-      DELETE FROM customers; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
-    echo "pending before start: $(pending)"
-    sync
+    sqlite3 "$db" "$RESET_SQL PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+    timed_backlog "$db" pending
+    ;;
+  backlog-postgres)
+    url=$(fresh_pg)
+    pending() { psql -At "$url" -c "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+    serve "$url"
+    load --count 105300 --duration 60 -c 64 --dup 0.05 >/dev/null
+    stop # what was applied meanwhile is undone below
+    psql -q "$url" -c "$RESET_SQL" -c "VACUUM ANALYZE" >/dev/null
+    timed_backlog "$url" pending
+    ;;
+  e2e)
+    # First delivery to last applied, with events that each open a new checkout and queue a
+    # card to save (payhook-load --mix new-checkouts, no re-deliveries).
+    backend="${1:?e2e sqlite|postgres}"
+    shift
+    case "$backend" in
+      sqlite) url="$work/payhook.sqlite3"
+        pending() { sqlite3 "$url" "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+        applied() { sqlite3 "$url" "SELECT count(*) FROM checkouts"; } ;;
+      postgres) url=$(fresh_pg)
+        pending() { psql -At "$url" -c "SELECT count(*) FROM webhook_events WHERE status = 'pending'"; }
+        applied() { psql -At "$url" -c "SELECT count(*) FROM checkouts"; } ;;
+      *) echo "e2e sqlite|postgres"; exit 2 ;;
+    esac
+    serve "$url"
     t0=$(date +%s%N)
-    serve "$db"
-    echo "ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    load --mix new-checkouts --dup 0 --duration 60 "$@"
+    echo "pending when the load stopped: $(pending)"
     wait_applied pending
-    echo "(the time above starts when payhook is ready; add the start-up for the whole)"
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    n=$(applied)
+    echo "end to end: $n checkouts opened in $ms ms from the first delivery = $(( n * 1000 / (ms > 0 ? ms : 1) )) events/s"
     echo "$(peak_memory)"
     stop
     ;;
