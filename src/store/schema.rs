@@ -18,6 +18,8 @@ diesel::table! {
         next_attempt_at_ms -> BigInt,
         last_error -> Nullable<Text>,
         processed_at -> Nullable<BigInt>,
+        endpoint -> Text,
+        secret_index -> Nullable<Integer>,
     }
 }
 
