@@ -103,6 +103,7 @@ impl AppApi {
                     let mut new = new;
                     if let Some(customer_ref) = new.customer_ref.clone() {
                         let names = Names {
+                            account: None,
                             customer_ref: Some(&customer_ref),
                             email: new.email.as_deref(),
                             stripe_customer_id: None,
@@ -220,6 +221,7 @@ impl AppApi {
         let stripe_id = stripe
             .call("create_customer", |api| {
                 api.create_customer(
+                    None,
                     &key,
                     customer.email.as_deref(),
                     customer.customer_ref.as_deref(),
@@ -273,7 +275,7 @@ impl AppApi {
         self.pool
             .run(move |conn| {
                 let customer_id = match &query.customer_ref {
-                    Some(r) => match customer_store::find_customer_by_ref(conn, r)? {
+                    Some(r) => match customer_store::find_customer_by_ref(conn, None, r)? {
                         Some(c) => Some(c.id),
                         None => return Ok(Ok((Vec::new(), false))),
                     },
@@ -392,7 +394,8 @@ impl AppApi {
         let customer_ref = customer_ref.to_owned();
         self.pool
             .run(move |conn| {
-                let Some(customer) = customer_store::find_customer_by_ref(conn, &customer_ref)?
+                let Some(customer) =
+                    customer_store::find_customer_by_ref(conn, None, &customer_ref)?
                 else {
                     return Ok(None);
                 };
@@ -532,6 +535,8 @@ fn record_intent(
                 last_error_message: None,
                 created_at: app.created_at,
                 updated_at: now,
+                // The app API acts for the platform account.
+                account: crate::store::customers::PLATFORM.to_owned(),
             };
             if checkout_store::insert_checkout(conn, &row)? {
                 checkout_store::insert_transition(

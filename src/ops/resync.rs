@@ -141,11 +141,19 @@ pub async fn resync(
     })?;
     // Stripe's clock, so the observation is ordered against events by Stripe time.
     let observed_at = response.date.unwrap_or_else(now_secs);
+    let in_account = account.map(|a| a.as_str().to_owned());
     let (observed, effects) = pool
         .run_pool(move |pool| {
             pool.write(|conn| -> Result<_, StoreError> {
                 let mut effects = Effects::default();
-                let observed = apply_fetched(conn, &object, observed_at, now_secs(), &mut effects)?;
+                let observed = apply_fetched(
+                    conn,
+                    &object,
+                    observed_at,
+                    in_account.as_deref(),
+                    now_secs(),
+                    &mut effects,
+                )?;
                 let customer_ref = match &observed {
                     Fetched::Checkout(row) => match row.customer_id {
                         Some(id) => {

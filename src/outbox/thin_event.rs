@@ -170,6 +170,7 @@ impl ThinEventKind {
             serde_json::from_str(&response.body).map_err(|e| not_json("object", &e))?;
         // Stripe's clock, so the observation is ordered against snapshot events.
         let observed_at = response.date.unwrap_or_else(now_secs);
+        let account = data.context.clone();
         let fetched = ctx
             .pool
             .run_pool(move |pool| {
@@ -178,6 +179,7 @@ impl ThinEventKind {
                         conn,
                         &object,
                         observed_at,
+                        account.as_deref(),
                         now_secs(),
                         &mut Effects::default(),
                     )

@@ -32,6 +32,7 @@ diesel::table! {
         default_payment_method_id -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        account -> Text,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         notify_sequence -> BigInt,
+        account -> Text,
     }
 }
 
@@ -151,6 +153,7 @@ diesel::table! {
         client_secret -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        account -> Text,
     }
 }
 

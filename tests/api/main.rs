@@ -9,6 +9,7 @@ mod app_api;
 mod app_flows;
 mod app_support;
 mod cli;
+mod connect;
 mod endpoints;
 mod fake_stripe;
 mod fuzz;
