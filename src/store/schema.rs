@@ -153,7 +153,6 @@ diesel::table! {
         client_secret -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
-        account -> Text,
     }
 }
 

@@ -161,3 +161,148 @@ async fn fake_get_as(fake: &FakeStripe, account: &str, path: &str) -> Value {
     );
     response.json().await.expect("JSON")
 }
+
+/// An app API request with the test token and, when given, a `Stripe-Account` header.
+async fn api_in(
+    app: &TestApp,
+    account: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
+    let mut request = match method {
+        "GET" => app.client.get(url),
+        _ => app.client.post(url),
+    };
+    request = request.bearer_auth(crate::app_support::TOKEN);
+    if let Some(account) = account {
+        request = request.header("Stripe-Account", account);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn the_app_api_acts_in_the_account_its_stripe_account_header_names(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        crate::app_support::api_config(c, None, 50);
+        c.named_endpoints = vec![endpoint(
+            "connect",
+            &[CONNECT_SECRET],
+            EndpointKind::Connect,
+            LivemodePolicy::Any,
+        )];
+    })
+    .await;
+    let now = payhook::store::now_secs();
+    // One customer_ref (intent_event's `user_test`) in the platform and in acct_A.
+    let platform =
+        crate::helpers::intent_event("evt_api_p", "payment_intent.created", "pi_api_p", now);
+    app.deliver(&bytes(&platform)).await;
+    let mut connected =
+        crate::helpers::intent_event("evt_api_a", "payment_intent.created", "pi_api_a", now);
+    connected["account"] = json!("acct_A");
+    assert_eq!(
+        post_to(&app, "connect", &bytes(&connected), CONNECT_SECRET)
+            .await
+            .0,
+        200
+    );
+    app.settle().await;
+    let platform_id = app.checkout("pi_api_p").expect("checkout").id;
+    let connected_id = app.checkout("pi_api_a").expect("checkout").id;
+
+    // One object: found in its own account only.
+    let path = format!("/api/v1/checkouts/{connected_id}");
+    let (status, body) = api_in(&app, Some("acct_A"), "GET", &path, None).await;
+    assert_eq!(
+        (status, body["intent_id"].as_str()),
+        (200, Some("pi_api_a")),
+        "{body}"
+    );
+    assert_eq!(api_in(&app, None, "GET", &path, None).await.0, 404);
+    assert_eq!(
+        api_in(&app, Some("acct_B"), "GET", &path, None).await.0,
+        404
+    );
+    let path = format!("/api/v1/checkouts/{platform_id}");
+    assert_eq!(api_in(&app, None, "GET", &path, None).await.0, 200);
+    assert_eq!(
+        api_in(&app, Some("acct_A"), "GET", &path, None).await.0,
+        404
+    );
+
+    // Lists are per account.
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["intent_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = api_in(&app, None, "GET", "/api/v1/checkouts", None).await;
+    assert_eq!(ids(&page), ["pi_api_p"]);
+    let (_, page) = api_in(
+        &app,
+        Some("acct_A"),
+        "GET",
+        "/api/v1/checkouts?customer_ref=user_test",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), ["pi_api_a"]);
+
+    // The same customer_ref is one customer per account.
+    let (status, platform_customer) =
+        api_in(&app, None, "GET", "/api/v1/customers/user_test", None).await;
+    assert_eq!(status, 200, "{platform_customer}");
+    let (status, connected_customer) = api_in(
+        &app,
+        Some("acct_A"),
+        "GET",
+        "/api/v1/customers/user_test",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{connected_customer}");
+    assert_eq!(
+        api_in(
+            &app,
+            Some("acct_B"),
+            "GET",
+            "/api/v1/customers/user_test",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // A header that names no account is refused, naming it.
+    let (status, body) = api_in(&app, Some("nope"), "GET", "/api/v1/checkouts", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("Stripe-Account"),
+        "{body}"
+    );
+    // Creating in a connected account is refused rather than done in the platform.
+    let (status, _) = api_in(
+        &app,
+        Some("acct_A"),
+        "POST",
+        "/api/v1/checkouts",
+        Some(json!({"mode": "setup", "customer_ref": "user_test"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+}
+both_backends!(the_app_api_acts_in_the_account_its_stripe_account_header_names);

@@ -6,4 +6,3 @@ ALTER TABLE customers ADD COLUMN account TEXT NOT NULL DEFAULT '';
 ALTER TABLE customers DROP CONSTRAINT customers_customer_ref_key;
 CREATE UNIQUE INDEX customers_account_ref ON customers (account, customer_ref);
 ALTER TABLE checkouts ADD COLUMN account TEXT NOT NULL DEFAULT '';
-ALTER TABLE app_checkouts ADD COLUMN account TEXT NOT NULL DEFAULT '';

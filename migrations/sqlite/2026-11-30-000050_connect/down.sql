@@ -18,7 +18,6 @@ INSERT INTO customers_platform (id, customer_ref, email, stripe_customer_id,
     FROM customers;
 DROP TABLE customers;
 ALTER TABLE customers_platform RENAME TO customers;
-ALTER TABLE app_checkouts DROP COLUMN account;
 ALTER TABLE checkouts DROP COLUMN account;
 COMMIT;
 PRAGMA foreign_keys = ON;

@@ -26,6 +26,5 @@ DROP TABLE customers;
 ALTER TABLE customers_connect RENAME TO customers;
 CREATE UNIQUE INDEX customers_account_ref ON customers (account, customer_ref);
 ALTER TABLE checkouts ADD COLUMN account TEXT NOT NULL DEFAULT '';
-ALTER TABLE app_checkouts ADD COLUMN account TEXT NOT NULL DEFAULT '';
 COMMIT;
 PRAGMA foreign_keys = ON;
