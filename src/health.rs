@@ -13,14 +13,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// Reports (or replaces) the problem of `source`.
-    pub fn report(&self, source: &'static str, problem: impl Into<String>) {
-        self.lock().insert(source, problem.into());
+    /// Reports (or replaces) the problem of `source`; returns whether it is new (`source`
+    /// had no problem reported), so a caller logs an outage once, not once per failure.
+    pub fn report(&self, source: &'static str, problem: impl Into<String>) -> bool {
+        self.lock().insert(source, problem.into()).is_none()
     }
 
-    /// `source` is fine again.
-    pub fn clear(&self, source: &'static str) {
-        self.lock().remove(source);
+    /// `source` is fine again; returns whether it had a problem reported.
+    pub fn clear(&self, source: &'static str) -> bool {
+        self.lock().remove(source).is_some()
     }
 
     /// Every reported problem, by source.
@@ -42,9 +43,9 @@ mod tests {
     fn problems_are_kept_per_source_until_cleared() {
         let health = Health::default();
         assert!(health.problems().is_empty());
-        health.report("storage", "disk full");
-        health.report("tasks", "processor stopped");
-        health.report("storage", "disk still full");
+        assert!(health.report("storage", "disk full"));
+        assert!(health.report("tasks", "processor stopped"));
+        assert!(!health.report("storage", "disk still full"), "not new");
         assert_eq!(
             health.problems(),
             vec![
@@ -52,7 +53,8 @@ mod tests {
                 ("tasks", "processor stopped".to_owned())
             ]
         );
-        health.clear("storage");
+        assert!(health.clear("storage"));
+        assert!(!health.clear("storage"));
         assert_eq!(health.problems().len(), 1);
     }
 }

@@ -57,6 +57,9 @@ pub struct Application {
     shutdown: CancellationToken,
     tasks: Tasks,
     writers: Writers,
+    /// For [`Application::crash_admission_writer_for_test`]; dropped before the writers are
+    /// joined (they end when every [`Admitter`] is gone).
+    admitter: Admitter,
     drain: Drain,
 }
 
@@ -65,6 +68,8 @@ pub struct Application {
 struct Tasks {
     set: JoinSet<(String, Result<(), String>)>,
     handles: HashMap<String, AbortHandle>,
+    /// Names by task id, for a task that ends without returning its name (aborted).
+    names: HashMap<tokio::task::Id, String>,
 }
 
 impl Tasks {
@@ -78,15 +83,19 @@ impl Tasks {
             let ended = AssertUnwindSafe(task).catch_unwind().await;
             (label, ended.map_err(|panic| panic_message(&panic)))
         });
+        self.names.insert(handle.id(), name.clone());
         self.handles.insert(name, handle);
     }
 
     /// The next task to end: before shutdown, a death.
     async fn next_end(&mut self) -> (String, String) {
-        match self.set.join_next().await {
-            Some(Ok((name, Ok(())))) => (name, "it returned".to_owned()),
-            Some(Ok((name, Err(panic)))) => (name, format!("it panicked: {panic}")),
-            Some(Err(e)) => ("a task".to_owned(), e.to_string()),
+        match self.set.join_next_with_id().await {
+            Some(Ok((_, (name, Ok(()))))) => (name, "it returned".to_owned()),
+            Some(Ok((_, (name, Err(panic))))) => (name, format!("it panicked: {panic}")),
+            Some(Err(e)) => {
+                let name = self.names.get(&e.id()).cloned();
+                (name.unwrap_or_else(|| "a task".to_owned()), e.to_string())
+            }
             None => std::future::pending().await,
         }
     }
@@ -155,9 +164,13 @@ impl Application {
 
         let health = Arc::new(Health::default());
         let committed = Arc::new(Notify::new());
-        let (admitter, writers) =
-            Admitter::start(pool.clone(), config.admission, committed.clone())
-                .context("starting the admission writer")?;
+        let (admitter, writers) = Admitter::start(
+            pool.clone(),
+            config.admission,
+            committed.clone(),
+            health.clone(),
+        )
+        .context("starting the admission writer")?;
         let listener =
             TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();
@@ -191,7 +204,7 @@ impl Application {
             tolerance_secs: config.tolerance_secs,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.client_request_timeout,
-            admitter,
+            admitter: admitter.clone(),
             pool: pool.clone(),
             health: health.clone(),
             metrics: metrics.clone(),
@@ -257,6 +270,7 @@ impl Application {
             shutdown,
             tasks,
             writers,
+            admitter,
         })
     }
 
@@ -296,6 +310,13 @@ impl Application {
             .is_some()
     }
 
+    /// Makes an admission writer thread panic as a bug would, so tests can check the
+    /// supervision of the writers.
+    #[doc(hidden)]
+    pub async fn crash_admission_writer_for_test(&self) {
+        self.admitter.crash_a_writer_for_test().await;
+    }
+
     /// Serves until the server stops (SIGINT/SIGTERM or [`ServerHandle::stop`]), then stops
     /// the workers and waits for the admission writers to drain. If a background task dies
     /// first, stops serving and returns an error naming it.
@@ -307,6 +328,7 @@ impl Application {
             mut tasks,
             mut writers,
             drain,
+            admitter,
             ..
         } = self;
         let handle = server.handle();
@@ -321,13 +343,14 @@ impl Application {
         };
         if let Some((name, why)) = &death {
             error!("background task {name} stopped ({why}): payhook stops accepting deliveries and exits so that its supervisor restarts it");
-            health.report("tasks", format!("background task {name} stopped"));
-            // Stop accepting first, so nothing is acknowledged that nothing would apply.
-            handle.stop(true).await;
-            let _ = server.await;
+            let _ = health.report("tasks", format!("background task {name} stopped"));
+            // Stop accepting first, so nothing is acknowledged that nothing would apply. The
+            // server future carries out the stop, so it is polled alongside: awaiting the stop
+            // first waited for ever, and `serve` never exited.
+            let (_, _) = tokio::join!(handle.stop(true), &mut server);
         }
         shutdown.cancel();
-        drop(drain);
+        drop((drain, admitter));
         let stopping = async { while tasks.set.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(30), stopping)
             .await

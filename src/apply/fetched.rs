@@ -118,7 +118,13 @@ fn observe_payment_method(
         Ok(view) => view,
         Err(e) => return Ok(Fetched::Invalid(e.to_string())),
     };
-    let known = payment_methods::find_payment_method(conn, view.id.as_str())?;
+    // Locked before it is read: what it was decides the attach below (see
+    // `payment_methods::lock_payment_method`).
+    let known = Some(payment_methods::lock_payment_method(
+        conn,
+        view.id.as_str(),
+        now,
+    )?);
     let customer = match &view.customer {
         Some(stripe_id) => {
             let names = Names {

@@ -59,8 +59,7 @@ pub(super) fn record_payment_method(
     attach: Option<(bool, i64)>,
     now: i64,
 ) -> StoreResult<PaymentMethodRow> {
-    let mut row = payment_methods::find_payment_method(conn, view.id.as_str())?
-        .unwrap_or_else(|| PaymentMethodRow::new(view.id.as_str(), now));
+    let mut row = payment_methods::lock_payment_method(conn, view.id.as_str(), now)?;
     let card = &view.card;
     replace_if_given(&mut row.method_type, view.method_type.clone());
     replace_if_given(&mut row.brand, card.brand.clone());

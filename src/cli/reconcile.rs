@@ -72,8 +72,11 @@ pub async fn run(
     let stripe = gateway(global, metrics.clone())?;
     let pool = open_existing(url, pool_options())?;
     let committed = Arc::new(tokio::sync::Notify::new());
-    let (admitter, writers) = Admitter::start(pool.clone(), AdmissionConfig::default(), committed)
-        .context("starting the admission writer")?;
+    // One pass, reported by its own outcome: no `/readyz` to tell.
+    let health = Arc::new(payhook::health::Health::default());
+    let (admitter, writers) =
+        Admitter::start(pool.clone(), AdmissionConfig::default(), committed, health)
+            .context("starting the admission writer")?;
     let reconciler = Reconciler::new(pool, stripe, admitter, metrics);
     let pass = reconciler
         .run_pass(PassOptions {

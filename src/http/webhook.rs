@@ -17,8 +17,8 @@ use super::endpoints::WebhookEndpoint;
 use super::{AppState, WebhookError};
 use crate::config::{EndpointName, EndpointVerdict};
 use crate::inbox::admission::Admission;
-use crate::inbox::ingest::inbox_row;
-use crate::store::events::EventStatus;
+use crate::inbox::ingest::{body_digest, inbox_row};
+use crate::store::events::{self, EventStatus};
 use crate::store::now_secs;
 use crate::stripe::signature;
 
@@ -105,9 +105,14 @@ async fn handle(
     };
     let now = now_secs();
     let secrets = &endpoint.config.secrets;
-    let secret_index = signature::verify(&body, header, secrets, state.tolerance_secs, now)?;
+    let (secret_index, signed_at) =
+        signature::verify_signed_at(&body, header, secrets, state.tolerance_secs, now)?;
     endpoint.metrics.secret_matched(secret_index);
-    let mut row = inbox_row(&body, now)?;
+    let mut row = inbox_row(
+        &body,
+        now,
+        signed_at.saturating_add(state.tolerance_secs.max(0)),
+    )?;
     let verdict = endpoint
         .config
         .verdict(row.account.as_deref(), row.livemode)?;
@@ -120,18 +125,43 @@ async fn handle(
     let (event_id, event_type) = (row.id.clone(), row.event_type.clone());
     let api_version = row.api_version.clone();
     let admission = state.admitter.admit(row).await.map_err(|e| {
-        warn!("event {event_id} not stored: {e}");
+        // The outage itself is logged once by admission (and `/readyz` reports it).
+        debug!("event {event_id} not stored: {e}");
         WebhookError::Unavailable
     })?;
     let duplicate = admission == Admission::Duplicate;
     if let (false, Some(version)) = (duplicate, &api_version) {
         state.metrics.event_stored_with_api_version(version);
     }
+    if duplicate {
+        warn_if_body_differs(state, &event_id, body.freeze()).await;
+    }
     debug!(
         "event {event_id} ({event_type}) admitted at endpoint {}, secret #{secret_index}, duplicate: {duplicate}",
         endpoint.config.name
     );
     Ok((admission, verdict))
+}
+
+/// A duplicate is acknowledged whatever its body, but one whose body differs from the stored
+/// one is worth a line: a replay with altered content, or a sender other than Stripe using
+/// a leaked secret. The digests identify the bodies without showing them.
+async fn warn_if_body_differs(state: &AppState, event_id: &str, body: web::Bytes) {
+    let id = event_id.to_owned();
+    let stored = state
+        .pool
+        .run(move |conn| events::find_payload(conn, &id))
+        .await;
+    match stored {
+        Ok(Some(stored)) if stored.as_bytes() != body.as_ref() => warn!(
+            "event {event_id} delivered again with a different body: stored sha256 {}, \
+             delivered sha256 {}; acknowledged as a duplicate, not applied",
+            body_digest(stored.as_bytes()),
+            body_digest(&body)
+        ),
+        Ok(_) => {}
+        Err(e) => debug!("event {event_id}: comparing the duplicate's body failed: {e}"),
+    }
 }
 
 /// Reads the body, refusing more than `limit` bytes (up front when Content-Length says so).

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::AdmissionConfig;
+use crate::health::Health;
 use crate::store::events::{self, NewWebhookEvent};
 use crate::store::{Pool, StoreError};
 
@@ -27,7 +28,7 @@ pub enum Admission {
 }
 
 /// The event could not be stored; the delivery must not be acknowledged.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
     #[error("storing the event failed: {0}")]
     Store(String),
@@ -40,10 +41,20 @@ struct Request {
     reply: oneshot::Sender<Result<Admission, AdmitError>>,
 }
 
+/// What a writer thread receives.
+// Every job but the tests' `Crash` is an `Admit`: boxing the request would add an allocation
+// per delivered event to save the size of a variant that is never queued in production.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Admit(Request),
+    /// Makes the writer panic, as a bug would: how tests check that a dead writer is noticed.
+    Crash,
+}
+
 /// A handle for the HTTP handlers; cheap to clone.
 #[derive(Clone)]
 pub struct Admitter {
-    senders: Arc<Vec<mpsc::Sender<Request>>>,
+    senders: Arc<Vec<mpsc::Sender<Job>>>,
     next: Arc<AtomicUsize>,
 }
 
@@ -94,6 +105,7 @@ impl Admitter {
         pool: Pool,
         config: AdmissionConfig,
         committed: Arc<Notify>,
+        health: Arc<Health>,
     ) -> std::io::Result<(Self, Writers)> {
         let writers = config.writers.max(1);
         let mut senders = Vec::with_capacity(writers);
@@ -102,6 +114,9 @@ impl Admitter {
         for n in 0..writers {
             let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
             let (pool, committed) = (pool.clone(), committed.clone());
+            let storage = StorageHealth {
+                health: health.clone(),
+            };
             let name = format!("payhook-admit-{n}");
             let guard = ExitGuard {
                 name: name.clone(),
@@ -109,7 +124,7 @@ impl Admitter {
             };
             let handle = std::thread::Builder::new().name(name).spawn(move || {
                 let _guard = guard;
-                write_loop(pool, config, rx, committed)
+                write_loop(pool, config, rx, committed, storage)
             })?;
             senders.push(tx);
             handles.push(handle);
@@ -128,42 +143,67 @@ impl Admitter {
         let (reply, answer) = oneshot::channel();
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
         self.senders[n]
-            .send(Request { event, reply })
+            .send(Job::Admit(Request { event, reply }))
             .await
             .map_err(|_| AdmitError::Stopped)?;
         answer.await.map_err(|_| AdmitError::Stopped)?
+    }
+
+    /// Makes the first writer thread panic (see [`Job::Crash`]).
+    #[doc(hidden)]
+    pub async fn crash_a_writer_for_test(&self) {
+        let _ = self.senders[0].send(Job::Crash).await;
     }
 }
 
 fn write_loop(
     pool: Pool,
     config: AdmissionConfig,
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::Receiver<Job>,
     committed: Arc<Notify>,
+    storage: StorageHealth,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(config.max_batch);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+        batch.push(first.request());
         drain_into(&mut rx, &mut batch, config.max_batch);
         if !config.max_wait.is_zero() && batch.len() < config.max_batch {
             std::thread::sleep(config.max_wait);
             drain_into(&mut rx, &mut batch, config.max_batch);
         }
-        let result = commit_batch(&pool, &batch);
+        let outcomes = match commit_batch(&pool, &batch) {
+            Err(e) if is_about_a_row(&e) => {
+                debug!(
+                    "admission batch of {} failed ({e}); storing its events one by one",
+                    batch.len()
+                );
+                commit_rows(&pool, &batch)
+            }
+            result => result.map(|outcomes| outcomes.into_iter().map(Ok).collect()),
+        };
+        // Every event of the batch refused one by one: the table, not an event, is at fault.
+        let outcomes = match outcomes {
+            Ok(outcomes) if outcomes.iter().all(Result::is_err) => {
+                let why = match outcomes.into_iter().find_map(Result::err) {
+                    Some(AdmitError::Store(why)) => why,
+                    _ => "every event was refused".to_owned(),
+                };
+                Err(StoreError::Task(why))
+            }
+            outcomes => outcomes,
+        };
         let mut stored_any = false;
-        match result {
+        match outcomes {
             Ok(outcomes) => {
+                storage.recovered();
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    stored_any |= outcome == Admission::Stored;
+                    stored_any |= outcome == Ok(Admission::Stored);
                     // A handler that gave up (client gone) is no reason to stop.
-                    let _ = request.reply.send(Ok(outcome));
+                    let _ = request.reply.send(outcome);
                 }
             }
             Err(e) => {
-                warn!(
-                    "admission batch of {} failed, answering 503: {e}",
-                    batch.len()
-                );
+                storage.failed(&e, batch.len());
                 let message = e.to_string();
                 for request in batch.drain(..) {
                     let _ = request.reply.send(Err(AdmitError::Store(message.clone())));
@@ -177,11 +217,89 @@ fn write_loop(
     debug!("admission writer stopped");
 }
 
-fn drain_into(rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) {
+/// What `/readyz` knows of admission's storage: failing from a batch that could not commit
+/// (disk full, database unreachable, the SQLite file removed) until one commits again.
+/// Logged once per outage at ERROR, not once per batch.
+struct StorageHealth {
+    health: Arc<Health>,
+}
+
+impl StorageHealth {
+    const SOURCE: &'static str = "storage";
+
+    fn failed(&self, e: &StoreError, batch: usize) {
+        if self
+            .health
+            .report(Self::SOURCE, format!("deliveries cannot be stored: {e}"))
+        {
+            error!("admission cannot store deliveries, answering 503 until it can: {e}");
+        } else {
+            debug!("admission batch of {batch} failed, answering 503: {e}");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.health.clear(Self::SOURCE) {
+            info!("admission stores deliveries again");
+        }
+    }
+}
+
+/// Whether a failed batch may owe its failure to one of its rows (a value the database
+/// refuses) rather than to the database (unreachable, full, its file gone): only then is
+/// it worth storing the rows one by one.
+fn is_about_a_row(e: &StoreError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => false,
+        StoreError::Query(Error::DatabaseError(_, info)) => {
+            // SQLite's disk-full and I/O errors carry no kind of their own.
+            let message = info.message();
+            !message.contains("disk is full") && !message.contains("disk I/O error")
+        }
+        StoreError::Query(Error::SerializationError(_)) => true,
+        _ => false,
+    }
+}
+
+/// Stores each event of a batch whose one-statement insert failed in a savepoint of its
+/// own, in one transaction: an event the database refuses gets its error, the others are
+/// stored (and committed with one fsync) as if nothing had happened.
+fn commit_rows(
+    pool: &Pool,
+    batch: &[Request],
+) -> Result<Vec<Result<Admission, AdmitError>>, StoreError> {
+    pool.write(|conn| {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            let stored = conn.savepoint(|conn| events::insert_events(conn, &[&request.event]));
+            outcomes.push(match stored {
+                Ok(stored) if stored.first() == Some(&true) => Ok(Admission::Stored),
+                Ok(_) => Ok(Admission::Duplicate),
+                Err(e) => {
+                    warn!("event {} cannot be stored: {e}", request.event.id);
+                    Err(AdmitError::Store(e.to_string()))
+                }
+            });
+        }
+        Ok(outcomes)
+    })
+}
+
+fn drain_into(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Request>, max: usize) {
     while batch.len() < max {
         match rx.try_recv() {
-            Ok(request) => batch.push(request),
+            Ok(job) => batch.push(job.request()),
             Err(_) => break,
+        }
+    }
+}
+
+impl Job {
+    fn request(self) -> Request {
+        match self {
+            Self::Admit(request) => request,
+            Self::Crash => panic!("admission writer crashed on request (test hook)"),
         }
     }
 }

@@ -54,6 +54,9 @@ pub const RETENTION_WARNING_SECS: i64 = 25 * 86_400;
 /// Most events held in memory for one window before it is halved.
 pub const WINDOW_EVENTS: usize = 1000;
 const PAGE_SIZE: u32 = 100;
+/// How far Stripe's clock may run ahead of ours: an event listed now has a `created` no
+/// later than now plus this (Stripe's default webhook tolerance).
+const CLOCK_SKEW_SECS: i64 = 300;
 /// How long the lease lasts without renewal (renewed after every page).
 const LEASE: Duration = Duration::from_secs(120);
 /// Tries of one page before the pass gives up (429s and other transient errors).
@@ -334,7 +337,8 @@ impl Reconciler {
                 serde_json::from_str(&body).map_err(|e| ReconcileError::BadPage(e.to_string()))?;
             let now = now_secs();
             for raw in &page.data {
-                match inbox_row(raw.get().as_bytes(), now) {
+                // Listed by Stripe now, so created by now (give or take the clocks).
+                match inbox_row(raw.get().as_bytes(), now, now + CLOCK_SKEW_SECS) {
                     Ok(row) => events.push(row),
                     Err(e) => warn!("reconcile: an event Stripe listed cannot be stored: {e}"),
                 }

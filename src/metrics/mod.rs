@@ -134,6 +134,23 @@ impl StripeOutcome {
     }
 }
 
+/// The Stripe operations payhook performs, created at start like the rejection kinds so the
+/// family is there (at 0) before the first call. An operation not listed is still counted.
+const STRIPE_OPERATIONS: &[&str] = &[
+    "create_customer",
+    "attach",
+    "set_default",
+    "retrieve",
+    "detach",
+    "list",
+    "create_intent",
+    "cancel_intent",
+    "list_events",
+    "retrieve_payment_intent",
+    "retrieve_setup_intent",
+    "retrieve_payment_method",
+];
+
 /// The rejection kinds of the webhook contract (README, "The webhook contract"), created at
 /// start so each series exists from the first scrape (at 0) and `rate()` sees its first
 /// rejection. A kind not listed here is still counted: its series appears when it happens.
@@ -147,6 +164,9 @@ const REJECTION_KINDS: &[&str] = &[
     "invalid_event_id",
     "missing_event_id",
     "missing_event_type",
+    "invalid_envelope_field",
+    "invalid_created",
+    "object_type_mismatch",
     "payload_too_large",
     "storage_unavailable",
     "wrong_endpoint_kind",
@@ -345,6 +365,18 @@ impl Metrics {
             "Stripe API calls by operation and outcome (ok, retryable, permanent)",
             stripe_requests.clone(),
         );
+        for operation in STRIPE_OPERATIONS {
+            for outcome in [
+                StripeOutcome::Ok,
+                StripeOutcome::Retryable,
+                StripeOutcome::Permanent,
+            ] {
+                stripe_requests.get_or_create_owned(&StripeLabels {
+                    operation,
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
         let reconcile = Family::<ReconcileLabels, Counter>::default();
         registry.register(
             "payhook_reconcile_events",

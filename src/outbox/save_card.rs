@@ -433,8 +433,7 @@ impl SaveCardKind {
                     }
                     .unwrap_or(fallback);
                     let now = now_secs();
-                    let mut row = payment_methods::find_payment_method(conn, &pm)?
-                        .unwrap_or_else(|| PaymentMethodRow::new(&pm, now));
+                    let mut row = payment_methods::lock_payment_method(conn, &pm, now)?;
                     row.saved_at = Some(saved_at);
                     row.updated_at = now;
                     payment_methods::save_payment_method(conn, &row)?;
@@ -522,7 +521,9 @@ impl SaveCardKind {
                     ctx.item.id
                 );
             }
-            ctx.pool.run(move |conn| mark_detached(conn, &dup)).await?;
+            ctx.pool
+                .run(move |conn| conn.transaction(|conn| mark_detached(conn, &dup)))
+                .await?;
         }
         Ok(())
     }
@@ -584,8 +585,7 @@ fn store_details(
     details: &PaymentMethodSummary,
 ) -> StoreResult<()> {
     let now = now_secs();
-    let mut row = payment_methods::find_payment_method(conn, &details.id)?
-        .unwrap_or_else(|| PaymentMethodRow::new(&details.id, now));
+    let mut row = payment_methods::lock_payment_method(conn, &details.id, now)?;
     let others: Vec<PaymentMethodRow> =
         payment_methods::list_customer_payment_methods(conn, customer.id)?
             .into_iter()
@@ -634,8 +634,7 @@ fn store_details(
 
 fn mark_detached(conn: &mut Conn, id: &str) -> StoreResult<()> {
     let now = now_secs();
-    let mut row = payment_methods::find_payment_method(conn, id)?
-        .unwrap_or_else(|| PaymentMethodRow::new(id, now));
+    let mut row = payment_methods::lock_payment_method(conn, id, now)?;
     row.detached_at = row.detached_at.max(Some(now));
     row.status = PaymentMethodStatus::Detached;
     row.updated_at = now;

@@ -232,6 +232,15 @@ pub fn find_event(conn: &mut Conn, id: &str) -> StoreResult<Option<WebhookEvent>
         .optional())?)
 }
 
+/// The stored body of event `id`, if it is stored.
+pub fn find_payload(conn: &mut Conn, id: &str) -> StoreResult<Option<String>> {
+    Ok(with_conn!(conn, c => dsl::webhook_events
+        .find(id)
+        .select(dsl::payload)
+        .get_result(c)
+        .optional())?)
+}
+
 /// When the earliest pending event is due (unix milliseconds), if any is pending.
 pub fn next_pending_at_ms(conn: &mut Conn) -> StoreResult<Option<i64>> {
     Ok(with_conn!(conn, c => dsl::webhook_events

@@ -25,6 +25,7 @@ pub mod checkouts;
 mod conn;
 pub mod customers;
 pub mod events;
+mod file_identity;
 pub mod listing;
 mod open;
 pub mod outbox;
@@ -75,6 +76,9 @@ pub enum StoreError {
     /// A closure given to [`Pool::run`] or [`Pool::run_on`] panicked or was lost.
     #[error("{0}")]
     Task(String),
+    /// The SQLite file the pool opened is no longer the file its path names.
+    #[error("{0}")]
+    FileGone(String),
     /// The [`BackgroundThread`] a closure was sent to has stopped.
     #[error("the background thread has stopped")]
     ThreadStopped,

@@ -76,6 +76,28 @@ pub fn find_payment_method(conn: &mut Conn, id: &str) -> StoreResult<Option<Paym
         .optional())?)
 }
 
+/// The record of `id` (a new one, stored, if there was none), locked for the rest of the
+/// transaction: what a caller that reads a card, changes it and writes it back whole
+/// ([`save_payment_method`]) must take first. On PostgreSQL the row lock (`FOR UPDATE`)
+/// makes a concurrent attach, detach or save of the same card (another instance's
+/// processor, the outbox worker) wait for this transaction instead of overwriting its
+/// columns with what it read before; on SQLite the write transaction is the lock. Outside a
+/// transaction it locks nothing.
+pub fn lock_payment_method(conn: &mut Conn, id: &str, now: i64) -> StoreResult<PaymentMethodRow> {
+    insert_payment_method_if_absent(conn, &PaymentMethodRow::new(id, now))?;
+    macro_rules! query {
+        () => {
+            dsl::payment_methods
+                .find(id)
+                .select(PaymentMethodRow::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().get_result(&mut **c)?,
+        Conn::Postgres(c) => query!().for_update().get_result(&mut **c)?,
+    })
+}
+
 /// Inserts the record unless one with its id exists; returns whether it inserted.
 pub fn insert_payment_method_if_absent(
     conn: &mut Conn,

@@ -12,6 +12,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use super::file_identity::DatabaseFile;
 use super::{Conn, DatabaseUrl, Durability, StoreError, StoreResult};
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -106,6 +107,9 @@ pub enum Pool {
 pub struct WriteGate {
     lock: Arc<Mutex<()>>,
     waiting: Arc<AtomicUsize>,
+    /// The file the pool opened, checked before each write commits (see [`DatabaseFile`]).
+    /// `None` for pools of commands that only read or run once.
+    file: Option<Arc<DatabaseFile>>,
 }
 
 /// Pool tuning.
@@ -132,7 +136,16 @@ impl Pool {
         match url {
             DatabaseUrl::Sqlite(path) => {
                 create_parent_dir(path)?;
-                Self::sqlite(&path.to_string_lossy(), options)
+                let mut pool = Self::sqlite(&path.to_string_lossy(), options)?;
+                // Building the pool opened connections, so the file exists and is the one
+                // they hold.
+                let file = DatabaseFile::remember(path).map_err(|source| {
+                    StoreError::FileGone(format!("{}: {source}", path.display()))
+                })?;
+                if let Self::Sqlite(_, gate) = &mut pool {
+                    gate.file = Some(Arc::new(file));
+                }
+                Ok(pool)
             }
             DatabaseUrl::Postgres(url) => {
                 let manager = ConnectionManager::<PgConnection>::new(url.as_str());
@@ -184,16 +197,23 @@ impl Pool {
         let mut conn = self.get().map_err(E::from)?;
         // A panic while holding the gate leaves no state behind it (the transaction rolled
         // back with the connection), so a poisoned gate is still a good gate.
-        let _turn = match self {
+        let (_turn, file) = match self {
             Self::Sqlite(_, gate) => {
                 gate.waiting.fetch_add(1, Ordering::SeqCst);
                 let turn = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
                 gate.waiting.fetch_sub(1, Ordering::SeqCst);
-                Some(turn)
+                (Some(turn), gate.file.as_deref())
             }
-            Self::Postgres(_) => None,
+            Self::Postgres(_) => (None, None),
         };
-        conn.transaction(f)
+        conn.transaction(|conn| {
+            let value = f(conn)?;
+            // Last thing before the commit: a file that is gone gets nothing more.
+            if let Some(file) = file {
+                file.check().map_err(E::from)?;
+            }
+            Ok(value)
+        })
     }
 
     /// Whether another writer of this process is waiting for the SQLite write lock. A long

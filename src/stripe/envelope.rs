@@ -1,15 +1,23 @@
 //! The Stripe event envelope: the few fields admission stores beside the raw payload.
 //!
-//! Admission parses only the envelope, borrowing from the raw bytes: it is on the hot path and
-//! must accept every API version (2018 to today). Only `id` and `type` are required.
+//! Admission parses the envelope on the hot path and must accept every API version (2018 to
+//! today): only `id` and `type` are required. What it accepts, the apply step must be able
+//! to read, and the database must be able to store, on both backends. So the door refuses:
+//! - a body the apply step's parser refuses: the whole body is parsed as apply parses it
+//!   (`serde_json::Value`), so nesting deeper than serde_json's recursion limit and lone
+//!   UTF-16 surrogates (`"\ud800"`) are refused here, not found later as a `failed` event;
+//! - a stored envelope string (see [`check_storable`]) that PostgreSQL cannot store (a NUL)
+//!   or that is oversized or unprintable, whichever backend runs;
+//! - a `created` that is not a non-negative integer;
+//! - an object that is not what the event type names (see [`OBJECT_OF_TYPE`]).
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::ids::EventId;
-use super::json::{as_i64, str_field};
+use super::json::str_field;
+
+/// The longest envelope string payhook stores (type, object id, account, API version).
+pub const MAX_FIELD_BYTES: usize = 255;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
@@ -21,6 +29,15 @@ pub enum EnvelopeError {
     MissingType,
     #[error("event id is invalid: {0}")]
     BadId(String),
+    #[error("envelope field `{field}` {why}")]
+    BadField {
+        field: &'static str,
+        why: &'static str,
+    },
+    #[error("`created` {0}")]
+    BadCreated(String),
+    #[error("a `{event_type}` event carries {found}")]
+    ObjectMismatch { event_type: String, found: String },
 }
 
 impl EnvelopeError {
@@ -30,6 +47,9 @@ impl EnvelopeError {
             Self::MissingId => "missing_event_id",
             Self::MissingType => "missing_event_type",
             Self::BadId(_) => "invalid_event_id",
+            Self::BadField { .. } => "invalid_envelope_field",
+            Self::BadCreated(_) => "invalid_created",
+            Self::ObjectMismatch { .. } => "object_type_mismatch",
         }
     }
 }
@@ -49,77 +69,48 @@ pub struct Envelope {
     pub object_type: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "type")]
-    event_type: Option<Cow<'a, str>>,
-    #[serde(default)]
-    created: Option<Value>,
-    #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(default)]
-    livemode: Option<Value>,
-    #[serde(borrow, default)]
-    account: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<RawData<'a>>,
-}
+/// The event families payhook applies, with the object each must carry: `data.object.object`
+/// and the prefixes of `data.object.id`. A `payment_intent.succeeded` carrying a setup
+/// intent would otherwise move a setup checkout. Legacy cards (`card_`) and sources (`src_`)
+/// arrive as payment methods in Stripe's own events.
+pub const OBJECT_OF_TYPE: &[(&str, &str, &[&str])] = &[
+    ("payment_intent.", "payment_intent", &["pi_"]),
+    ("setup_intent.", "setup_intent", &["seti_"]),
+    (
+        "payment_method.",
+        "payment_method",
+        &["pm_", "card_", "src_"],
+    ),
+];
 
-#[derive(Deserialize)]
-struct RawData<'a> {
-    #[serde(borrow, default)]
-    object: Option<RawObject<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawObject<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    object: Option<Cow<'a, str>>,
+/// The one rule for an envelope string payhook stores and indexes, whichever the backend:
+/// at most [`MAX_FIELD_BYTES`], and no control character (PostgreSQL refuses NUL in text;
+/// the others end up in log lines and admin output).
+pub fn check_storable(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(EnvelopeError::BadField {
+            field,
+            why: "is longer than 255 bytes",
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(EnvelopeError::BadField {
+            field,
+            why: "contains a control character",
+        });
+    }
+    Ok(())
 }
 
 /// Parses the envelope of a verified body. Only `id` and `type` are required: everything else
-/// is optional because Stripe's shapes differ across API versions.
+/// is optional because Stripe's shapes differ across API versions; an optional field of an
+/// unexpected type (`account: 7`) is taken as absent, except `created`, which orders events.
 pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     // serde would read a struct from a JSON array too; an event is always an object.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(EnvelopeError::NotJson("not a JSON object".into()));
     }
-    // A lenient second pass: fields of unexpected types (e.g. `account: null` or a number)
-    // must not fail the whole envelope, so typed fields fall back through `Value`.
-    let raw: RawEnvelope<'_> = match serde_json::from_slice(body) {
-        Ok(raw) => raw,
-        Err(_) => return parse_envelope_loosely(body),
-    };
-    let id = raw.id.ok_or(EnvelopeError::MissingId)?;
-    let event_type = raw.event_type.ok_or(EnvelopeError::MissingType)?;
-    if event_type.is_empty() {
-        return Err(EnvelopeError::MissingType);
-    }
-    let (object_id, object_type) = match raw.data.and_then(|d| d.object) {
-        Some(o) => (o.id.map(Cow::into_owned), o.object.map(Cow::into_owned)),
-        None => (None, None),
-    };
-    Ok(Envelope {
-        id: EventId::parse(&id).map_err(|e| EnvelopeError::BadId(e.to_string()))?,
-        event_type: event_type.into_owned(),
-        created: raw.created.as_ref().and_then(as_i64),
-        api_version: raw.api_version.map(Cow::into_owned),
-        livemode: raw
-            .livemode
-            .as_ref()
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        account: raw.account.map(Cow::into_owned),
-        object_id,
-        object_type,
-    })
-}
-
-fn parse_envelope_loosely(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    // The whole body, as the apply step parses it (module docs).
     let value: Value =
         serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     let obj = value
@@ -129,27 +120,80 @@ fn parse_envelope_loosely(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         .get("id")
         .and_then(Value::as_str)
         .ok_or(EnvelopeError::MissingId)?;
+    let id = EventId::parse(id).map_err(|e| EnvelopeError::BadId(e.to_string()))?;
     let event_type = obj
         .get("type")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or(EnvelopeError::MissingType)?;
+    check_storable("type", event_type)?;
     let object = value.pointer("/data/object");
-    Ok(Envelope {
-        id: EventId::parse(id).map_err(|e| EnvelopeError::BadId(e.to_string()))?,
+    let stored = |parent: Option<&Value>, key: &str, field: &'static str| {
+        parent
+            .and_then(|p| str_field(p, key))
+            .map(|s| check_storable(field, s).map(|()| s.to_owned()))
+            .transpose()
+    };
+    let envelope = Envelope {
+        id,
         event_type: event_type.to_owned(),
-        created: obj.get("created").and_then(as_i64),
-        api_version: str_field(&value, "api_version").map(str::to_owned),
+        // A thin (v2) event dates itself in RFC 3339: read by `super::thin` (see
+        // `crate::inbox::ingest`), not here.
+        created: if obj.get("object").and_then(Value::as_str)
+            == Some(super::thin::THIN_EVENT_OBJECT)
+        {
+            None
+        } else {
+            parse_created(obj.get("created"))?
+        },
+        api_version: stored(Some(&value), "api_version", "api_version")?,
         livemode: obj
             .get("livemode")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        account: str_field(&value, "account").map(str::to_owned),
-        object_id: object.and_then(|o| str_field(o, "id")).map(str::to_owned),
-        object_type: object
-            .and_then(|o| str_field(o, "object"))
-            .map(str::to_owned),
-    })
+        account: stored(Some(&value), "account", "account")?,
+        object_id: stored(object, "id", "data.object.id")?,
+        object_type: stored(object, "object", "data.object.object")?,
+    };
+    check_object_matches_type(&envelope)?;
+    Ok(envelope)
+}
+
+/// `created`: absent (or null), or a JSON integer ≥ 0. Not a float, a string or a negative
+/// number: it orders an object's events, and a wrong one makes later events `stale`.
+fn parse_created(created: Option<&Value>) -> Result<Option<i64>, EnvelopeError> {
+    match created {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| i64::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| EnvelopeError::BadCreated(format!("is not an integer ≥ 0: {v}"))),
+    }
+}
+
+fn check_object_matches_type(envelope: &Envelope) -> Result<(), EnvelopeError> {
+    let Some((_, object, prefixes)) = OBJECT_OF_TYPE
+        .iter()
+        .find(|(family, _, _)| envelope.event_type.starts_with(family))
+    else {
+        return Ok(());
+    };
+    let mismatch = |found: String| EnvelopeError::ObjectMismatch {
+        event_type: envelope.event_type.clone(),
+        found,
+    };
+    if let Some(found) = &envelope.object_type {
+        if found != object {
+            return Err(mismatch(format!("a `{found}` object")));
+        }
+    }
+    if let Some(id) = &envelope.object_id {
+        if !prefixes.iter().any(|p| id.starts_with(p)) {
+            return Err(mismatch(format!("the object id `{id}`")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -194,13 +238,130 @@ mod tests {
 
     #[test]
     fn envelope_tolerates_oddly_typed_optional_fields() {
-        let body = br#"{"id":"evt_1","type":"a.b","created":"12","account":7,"livemode":"yes",
+        let body = br#"{"id":"evt_1","type":"a.b","created":12,"account":7,"livemode":"yes",
             "api_version":null,"data":{"object":{"id":"pi_1","object":"payment_intent"}}}"#;
         let env = parse_envelope(body).unwrap();
         assert_eq!(env.created, Some(12));
         assert_eq!(env.account, None);
         assert_eq!(env.object_id.as_deref(), Some("pi_1"));
         assert_eq!(env.object_type.as_deref(), Some("payment_intent"));
+    }
+
+    fn event_with(field: &str, value: &str) -> Vec<u8> {
+        let mut event = serde_json::json!({"id":"evt_1","type":"payment_intent.created",
+            "created": 1, "api_version": "2025-04-30.basil", "account": "acct_1",
+            "data": {"object": {"id": "pi_1", "object": "payment_intent"}}});
+        let value = Value::String(value.to_owned());
+        match field {
+            "data.object.id" => event["data"]["object"]["id"] = value,
+            "data.object.object" => event["data"]["object"]["object"] = value,
+            other => event[other] = value,
+        }
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    #[test]
+    fn stored_envelope_strings_follow_one_rule() {
+        assert!(parse_envelope(&event_with("account", "acct_1")).is_ok());
+        let long = format!("pi_{}", "x".repeat(MAX_FIELD_BYTES));
+        for (field, value) in [
+            ("type", "payment_intent.created\0"),
+            ("type", "payment_intent.\u{1}created"),
+            ("api_version", "2025\0"),
+            ("api_version", long.as_str()),
+            ("account", "acct_\u{0}1"),
+            ("account", "acct_\u{7f}1"),
+            ("data.object.id", "pi_1\0"),
+            ("data.object.id", long.as_str()),
+            ("data.object.object", "payment_intent\0"),
+        ] {
+            let err = parse_envelope(&event_with(field, value)).unwrap_err();
+            assert_eq!(err.kind(), "invalid_envelope_field", "{field}: {err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn created_is_a_non_negative_integer_or_absent() {
+        let with = |created: &str| {
+            parse_envelope(
+                format!(r#"{{"id":"evt_1","type":"a.b","created":{created}}}"#).as_bytes(),
+            )
+        };
+        assert_eq!(with("1700000000").unwrap().created, Some(1_700_000_000));
+        assert_eq!(with("0").unwrap().created, Some(0));
+        assert_eq!(with("null").unwrap().created, None);
+        for bad in [
+            "-5",
+            "1e30",
+            "1.5",
+            "\"123\"",
+            "true",
+            "18446744073709551615",
+        ] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.kind(), "invalid_created", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_object_must_be_what_the_type_names() {
+        let event = |t: &str, id: &str, object: &str| {
+            parse_envelope(
+                format!(
+                    r#"{{"id":"evt_1","type":"{t}","data":{{"object":{{"id":"{id}","object":"{object}"}}}}}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        assert!(event("payment_intent.succeeded", "pi_1", "payment_intent").is_ok());
+        assert!(event("setup_intent.succeeded", "seti_1", "setup_intent").is_ok());
+        assert!(event("payment_method.attached", "card_1", "payment_method").is_ok());
+        assert!(event("payment_method.attached", "pm_1", "payment_method").is_ok());
+        assert!(event("customer.updated", "cus_1", "customer").is_ok());
+        for (t, id, object) in [
+            ("payment_intent.succeeded", "seti_1", "setup_intent"),
+            ("payment_intent.succeeded", "pi_1", "setup_intent"),
+            ("payment_intent.succeeded", "seti_1", "payment_intent"),
+            ("setup_intent.succeeded", "pi_1", "payment_intent"),
+            ("payment_method.detached", "cus_1", "payment_method"),
+            ("payment_method.detached", "pm_1", "customer"),
+        ] {
+            let err = event(t, id, object).unwrap_err();
+            assert_eq!(err.kind(), "object_type_mismatch", "{t} {id} {object}");
+        }
+    }
+
+    #[test]
+    fn what_admission_accepts_the_apply_step_can_parse() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"id":"evt_1","type":"a.b","data":{{"object":{{"x":{}1{}}}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(parse_envelope(nested(100).as_bytes()).is_ok());
+        let deep = nested(200);
+        assert!(
+            serde_json::from_str::<Value>(&deep).is_err(),
+            "apply refuses it"
+        );
+        assert_eq!(
+            parse_envelope(deep.as_bytes()).unwrap_err().kind(),
+            "malformed_json"
+        );
+        let surrogate = br#"{"id":"evt_1","type":"a.b","data":{"object":{"name":"\ud800"}}}"#;
+        assert!(
+            serde_json::from_slice::<Value>(surrogate).is_err(),
+            "apply refuses it"
+        );
+        assert_eq!(
+            parse_envelope(surrogate).unwrap_err().kind(),
+            "malformed_json"
+        );
+        let pair = br#"{"id":"evt_1","type":"a.b","data":{"object":{"name":"\ud83d\ude00"}}}"#;
+        assert!(parse_envelope(pair).is_ok());
     }
 }
 

@@ -3,11 +3,44 @@
 //! The processor reads the stored payload through [`IntentView`] / [`PaymentMethodView`], which
 //! extract what they need from a `serde_json::Value` field by field, so a missing or reshaped
 //! field degrades to `None` instead of rejecting a correctly signed event.
+//!
+//! Every string a view hands on is one both backends can store and index, so a value the
+//! database would refuse never turns an event into 8 failed tries and a `dead` one (and a
+//! `succeeded` never loses its transition for a field): a value payhook looks up or shows
+//! as it is (references, codes, currency, card details) follows the envelope's rule
+//! ([`check_storable`]) or is taken as absent; free text (an error message) is kept, cleaned
+//! of control characters and cut to [`MAX_MESSAGE_BYTES`].
 
 use serde_json::Value;
 
+use super::envelope::check_storable;
 use super::ids::{CustomerId, IntentId, PaymentMethodId};
 use super::json::{as_i64, id_or_object, str_field};
+
+/// The longest free text kept from a payload (an error message); the rest is cut.
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// `v[key]` if it is a string both backends store and index as it is (see the module docs).
+fn stored(v: &Value, key: &str) -> Option<String> {
+    str_field(v, key)
+        .filter(|s| check_storable("payload", s).is_ok())
+        .map(str::to_owned)
+}
+
+/// `v[key]` as free text: control characters (a NUL, which PostgreSQL refuses) become
+/// spaces, and the text is cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn message(v: &Value, key: &str) -> Option<String> {
+    let text = str_field(v, key)?;
+    let mut cleaned = String::with_capacity(text.len().min(MAX_MESSAGE_BYTES));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if cleaned.len() + c.len_utf8() > MAX_MESSAGE_BYTES {
+            break;
+        }
+        cleaned.push(c);
+    }
+    Some(cleaned)
+}
 
 /// The PaymentIntent event types payhook applies, in the order of an intent's life.
 pub const PAYMENT_INTENT_EVENT_TYPES: [&str; 6] = [
@@ -134,9 +167,9 @@ impl IntentView {
             .or_else(|| object.get("last_setup_error").filter(|v| v.is_object()));
         let error = error_value
             .map(|e| IntentError {
-                code: str_field(e, "code").map(str::to_owned),
-                decline_code: str_field(e, "decline_code").map(str::to_owned),
-                message: str_field(e, "message").map(str::to_owned),
+                code: stored(e, "code"),
+                decline_code: stored(e, "decline_code"),
+                message: message(e, "message"),
             })
             .unwrap_or_default();
         let error_payment_method = error_value
@@ -144,18 +177,20 @@ impl IntentView {
             .filter(|v| v.is_object())
             .and_then(|pm| PaymentMethodView::from_object(pm).ok());
         let metadata = object.get("metadata");
-        let meta = |key: &str| metadata.and_then(|m| str_field(m, key)).map(str::to_owned);
+        let meta = |key: &str| metadata.and_then(|m| stored(m, key));
         let setup_future_usage = match id {
-            IntentId::Payment(_) => str_field(object, "setup_future_usage"),
-            IntentId::Setup(_) => str_field(object, "usage").or(Some("off_session")),
+            IntentId::Payment(_) => stored(object, "setup_future_usage"),
+            IntentId::Setup(_) => {
+                stored(object, "usage").or_else(|| Some("off_session".to_owned()))
+            }
         };
         Ok(Self {
             amount: object.get("amount").and_then(as_i64),
-            currency: str_field(object, "currency").map(str::to_owned),
+            currency: stored(object, "currency"),
             customer: id_or_object(object, "customer").and_then(|c| CustomerId::parse(c).ok()),
             payment_method: id_or_object(object, "payment_method")
                 .and_then(|p| PaymentMethodId::parse(p).ok()),
-            setup_future_usage: setup_future_usage.map(str::to_owned),
+            setup_future_usage,
             customer_ref: meta("customer_ref"),
             checkout_ref: meta("checkout_id"),
             error,
@@ -204,21 +239,18 @@ impl PaymentMethodView {
                 .and_then(|n| i32::try_from(n).ok())
         };
         let card = CardDetails {
-            brand: str_field(card_value, "brand").map(str::to_lowercase),
-            last4: str_field(card_value, "last4").map(str::to_owned),
+            brand: stored(card_value, "brand").map(|b| b.to_lowercase()),
+            last4: stored(card_value, "last4"),
             exp_month: int("exp_month"),
             exp_year: int("exp_year"),
-            fingerprint: str_field(card_value, "fingerprint").map(str::to_owned),
+            fingerprint: stored(card_value, "fingerprint"),
         };
         Ok(Self {
             customer: id_or_object(object, "customer").and_then(|c| CustomerId::parse(c).ok()),
-            method_type: str_field(object, "type")
-                .or_else(|| str_field(object, "object"))
-                .map(str::to_owned),
+            method_type: stored(object, "type").or_else(|| stored(object, "object")),
             billing_email: object
                 .get("billing_details")
-                .and_then(|b| str_field(b, "email"))
-                .map(str::to_owned),
+                .and_then(|b| stored(b, "email")),
             card,
             id,
         })
@@ -260,6 +292,39 @@ mod tests {
         let pm = view.error_payment_method.unwrap();
         assert_eq!(pm.card.brand.as_deref(), Some("visa"));
         assert_eq!(pm.card.exp_year, Some(2030));
+    }
+
+    #[test]
+    fn values_the_database_cannot_store_are_dropped_or_cleaned() {
+        let long = "x".repeat(100_000);
+        let object = json!({
+            "id": "pi_1", "currency": format!("usd{long}"),
+            "metadata": {"customer_ref": "user\u{0}1", "checkout_id": long},
+            "last_payment_error": {"code": "card\u{0}declined", "message": format!("no\u{0}money{long}")}
+        });
+        let view = IntentView::from_object(&object).unwrap();
+        assert_eq!(view.currency, None);
+        assert_eq!(view.customer_ref, None);
+        assert_eq!(view.checkout_ref, None);
+        assert_eq!(view.error.code, None);
+        let message = view.error.message.unwrap();
+        assert!(message.starts_with("no money"), "{message}");
+        assert_eq!(message.len(), MAX_MESSAGE_BYTES);
+        let pm = json!({"id": "pm_1", "type": "card\u{0}", "card": {"brand": "Vi\u{0}sa",
+            "last4": "4242"}, "billing_details": {"email": long}});
+        let view = PaymentMethodView::from_object(&pm).unwrap();
+        assert_eq!(
+            (view.method_type, view.card.brand, view.billing_email),
+            (None, None, None)
+        );
+        assert_eq!(view.card.last4.as_deref(), Some("4242"));
+        let accents = json!({"id": "pi_1", "last_payment_error": {"message": "é".repeat(600)}});
+        let kept = IntentView::from_object(&accents)
+            .unwrap()
+            .error
+            .message
+            .unwrap();
+        assert_eq!(kept.len(), MAX_MESSAGE_BYTES, "cut on a character boundary");
     }
 
     #[test]

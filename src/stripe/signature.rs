@@ -236,6 +236,18 @@ pub fn verify(
     tolerance_secs: i64,
     now: i64,
 ) -> Result<usize, SignatureError> {
+    verify_signed_at(payload, header, secrets, tolerance_secs, now).map(|(index, _)| index)
+}
+
+/// As [`verify`], also returning the signed timestamp `t`: the event cannot have been created
+/// after Stripe signed it (see [`crate::inbox::ingest::inbox_row`]).
+pub fn verify_signed_at(
+    payload: &[u8],
+    header: Option<&str>,
+    secrets: &[WebhookSecret],
+    tolerance_secs: i64,
+    now: i64,
+) -> Result<(usize, i64), SignatureError> {
     let header = parse_header(header.ok_or(SignatureError::MissingHeader)?)?;
     // stripe-python decodes the body as strict UTF-8 and raises on anything else; stripe-node
     // decodes it with `TextDecoder`, which replaces invalid bytes and drops a leading BOM.
@@ -272,7 +284,7 @@ pub fn verify(
     if tolerance_secs != 0 && now.saturating_sub(header.timestamp) >= tolerance_secs {
         return Err(SignatureError::StaleTimestamp);
     }
-    Ok(index)
+    Ok((index, header.timestamp))
 }
 
 /// Computes the hex `v1` signature exactly as Stripe does.

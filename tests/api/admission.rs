@@ -114,8 +114,14 @@ async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed
         &json!({"id": "evt_noobject", "type": "payment_intent.succeeded", "created": 5, "data": {}}),
     );
     app.deliver(&body).await;
+    // An id of another object is refused at the door (object_type_mismatch); one with the
+    // right prefix that is still not an id is found when applying.
     let body = bytes(
         &json!({"id": "evt_badid", "type": "payment_intent.succeeded", "data": {"object": {"id": "ch_1"}}}),
+    );
+    assert_eq!(app.post_signed(&body).await.status(), 400);
+    let body = bytes(
+        &json!({"id": "evt_badid", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_"}}}),
     );
     app.deliver(&body).await;
     app.settle().await;
@@ -124,7 +130,10 @@ async fn a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed
     assert!(first.last_error.unwrap().contains("data.object"));
     let second = app.event("evt_badid").unwrap();
     assert_eq!(second.status.as_str(), "failed");
-    assert!(second.last_error.unwrap().contains("wrong prefix"));
+    assert!(second
+        .last_error
+        .unwrap()
+        .contains("nothing after the prefix"));
 }
 both_backends!(
     a_handled_type_that_cannot_be_applied_is_acknowledged_and_marked_failed_with_the_reason

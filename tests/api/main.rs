@@ -13,6 +13,7 @@ mod connect;
 mod endpoints;
 mod fake_stripe;
 mod fuzz;
+mod hardening;
 mod helpers;
 mod metrics;
 mod notifications;

@@ -210,6 +210,13 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
             0.0
         );
     }
+    // A dashboard's rate() needs the Stripe-call series before the first call.
+    let stripe = "payhook_stripe_requests_total";
+    for outcome in ["ok", "retryable", "permanent"] {
+        let labels = [("operation", "attach"), ("outcome", outcome)];
+        assert!(before.has(stripe, &labels), "{stripe} {labels:?} at start");
+        assert_eq!(before.value(stripe, &labels), 0.0);
+    }
 
     let now = now_secs();
     let created = bytes(&intent_event(
