@@ -140,7 +140,8 @@ impl Application {
             "database {} ready ({migrated} migrations applied)",
             config.database_url
         );
-        let metrics = Arc::new(Metrics::new(config.webhook_secrets.len()));
+        let endpoints = config.endpoints();
+        let metrics = Arc::new(Metrics::new(&http::endpoints::metric_names(&endpoints)));
         let stripe = stripe_gateway(&config, metrics.clone())?;
         anyhow::ensure!(
             config.reconcile_interval.is_none() || stripe.is_some(),
@@ -201,14 +202,13 @@ impl Application {
             reconciler: reconciler.clone(),
         };
         let state = http::AppState {
-            secrets: Arc::new(config.webhook_secrets.clone()),
+            endpoints: Arc::new(http::endpoints::WebhookEndpoints::new(endpoints, &metrics)),
             tolerance_secs: config.tolerance_secs,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.client_request_timeout,
             admitter: admitter.clone(),
             pool: pool.clone(),
             health: health.clone(),
-            webhook_metrics: metrics.webhook(),
             metrics: metrics.clone(),
             admin,
         };
@@ -399,6 +399,10 @@ fn outbox_kinds(
     let mut kinds: Vec<Arc<dyn Kind>> = Vec::new();
     if let Some(stripe) = stripe {
         kinds.push(Arc::new(save_card::SaveCardKind::new(
+            stripe.clone(),
+            RetryPolicy::from_config(&config.actions),
+        )));
+        kinds.push(Arc::new(crate::outbox::thin_event::ThinEventKind::new(
             stripe,
             RetryPolicy::from_config(&config.actions),
         )));

@@ -39,7 +39,7 @@ impl AppApi {
         let customer = {
             let r = customer_ref.clone();
             self.pool
-                .run(move |conn| customer_store::find_customer_by_ref(conn, &r))
+                .run(move |conn| customer_store::find_customer_by_ref(conn, None, &r))
                 .await?
         };
         let now = now_secs();

@@ -41,6 +41,8 @@ pub fn new_checkout_id() -> String {
 /// What to look for in a list, as the HTTP layer parsed it.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
+    /// The connected account whose checkouts are listed (`None`: the platform's).
+    pub account: Option<String>,
     pub customer_ref: Option<String>,
     pub state: Option<CheckoutState>,
     pub intent_id: Option<String>,
@@ -103,6 +105,7 @@ impl AppApi {
                     let mut new = new;
                     if let Some(customer_ref) = new.customer_ref.clone() {
                         let names = Names {
+                            account: None,
                             customer_ref: Some(&customer_ref),
                             email: new.email.as_deref(),
                             stripe_customer_id: None,
@@ -220,6 +223,7 @@ impl AppApi {
         let stripe_id = stripe
             .call("create_customer", |api| {
                 api.create_customer(
+                    None,
                     &key,
                     customer.email.as_deref(),
                     customer.customer_ref.as_deref(),
@@ -250,14 +254,23 @@ impl AppApi {
             .ok_or(AppError::NotFound("checkout"))
     }
 
-    /// `GET /api/v1/checkouts/{id}`: the checkout and its transitions, oldest first.
-    pub async fn checkout(&self, id: &str) -> Result<(CheckoutView, Vec<TransitionRow>), AppError> {
+    /// `GET /api/v1/checkouts/{id}`: the checkout and its transitions, oldest first; not
+    /// found when it belongs to another account than `account` (`None`: the platform).
+    pub async fn checkout(
+        &self,
+        id: &str,
+        account: Option<&str>,
+    ) -> Result<(CheckoutView, Vec<TransitionRow>), AppError> {
         let id = id.to_owned();
+        let account = customer_store::account_key(account).to_owned();
         self.pool
             .run(move |conn| {
                 let Some(view) = object::load(conn, &id)? else {
                     return Ok(None);
                 };
+                if view.checkout.account != account {
+                    return Ok(None);
+                }
                 let transitions = checkout_store::list_transitions(conn, &id)?;
                 Ok(Some((view, transitions)))
             })
@@ -273,7 +286,11 @@ impl AppApi {
         self.pool
             .run(move |conn| {
                 let customer_id = match &query.customer_ref {
-                    Some(r) => match customer_store::find_customer_by_ref(conn, r)? {
+                    Some(r) => match customer_store::find_customer_by_ref(
+                        conn,
+                        query.account.as_deref(),
+                        r,
+                    )? {
                         Some(c) => Some(c.id),
                         None => return Ok(Ok((Vec::new(), false))),
                     },
@@ -292,6 +309,7 @@ impl AppApi {
                     None => None,
                 };
                 let filter = ListFilter {
+                    account: customer_store::account_key(query.account.as_deref()).to_owned(),
                     customer_id,
                     state: query.state,
                     intent_id: query.intent_id.clone(),
@@ -387,12 +405,19 @@ impl AppApi {
         self.view(id).await
     }
 
-    /// `GET /api/v1/customers/{customer_ref}`.
-    pub async fn customer(&self, customer_ref: &str) -> Result<Value, AppError> {
+    /// `GET /api/v1/customers/{customer_ref}`: the customer of `customer_ref` in `account`
+    /// (`None`: the platform).
+    pub async fn customer(
+        &self,
+        customer_ref: &str,
+        account: Option<&str>,
+    ) -> Result<Value, AppError> {
         let customer_ref = customer_ref.to_owned();
+        let account = account.map(str::to_owned);
         self.pool
             .run(move |conn| {
-                let Some(customer) = customer_store::find_customer_by_ref(conn, &customer_ref)?
+                let Some(customer) =
+                    customer_store::find_customer_by_ref(conn, account.as_deref(), &customer_ref)?
                 else {
                     return Ok(None);
                 };
@@ -532,6 +557,8 @@ fn record_intent(
                 last_error_message: None,
                 created_at: app.created_at,
                 updated_at: now,
+                // The app API acts for the platform account.
+                account: crate::store::customers::PLATFORM.to_owned(),
             };
             if checkout_store::insert_checkout(conn, &row)? {
                 checkout_store::insert_transition(

@@ -210,6 +210,7 @@ mod tests {
                 last_error_message: None,
                 created_at: 10,
                 updated_at: 20,
+                account: String::new(),
             },
             app: Some(AppCheckoutRow {
                 id: "chk_1".into(),

@@ -41,19 +41,23 @@ pub enum Fetched {
 }
 
 /// Applies `object` (a PaymentIntent, SetupIntent or PaymentMethod as Stripe returns it)
-/// as observed at `observed_at` (Stripe time, unix seconds). `now` is local seconds.
+/// as observed at `observed_at` (Stripe time, unix seconds), in the connected account
+/// `account` it was fetched from (`None`: the platform). `now` is local seconds.
 pub fn apply_fetched(
     conn: &mut Conn,
     object: &Value,
     observed_at: i64,
+    account: Option<&str>,
     now: i64,
     effects: &mut Effects,
 ) -> StoreResult<Fetched> {
     match str_field(object, "object") {
         Some("payment_intent" | "setup_intent") => {
-            observe_intent(conn, object, observed_at, now, effects)
+            observe_intent(conn, object, observed_at, account, now, effects)
         }
-        Some("payment_method" | "card") => observe_payment_method(conn, object, observed_at, now),
+        Some("payment_method" | "card") => {
+            observe_payment_method(conn, object, observed_at, account, now)
+        }
         Some(other) => Ok(Fetched::Invalid(format!(
             "payhook does not apply {other} objects"
         ))),
@@ -65,6 +69,7 @@ fn observe_intent(
     conn: &mut Conn,
     object: &Value,
     observed_at: i64,
+    account: Option<&str>,
     now: i64,
     effects: &mut Effects,
 ) -> StoreResult<Fetched> {
@@ -90,6 +95,7 @@ fn observe_intent(
         created: observed_at,
         what: "observed",
         reason: Some("observed"),
+        account,
     };
     match apply_intent(
         conn,
@@ -114,6 +120,7 @@ fn observe_payment_method(
     conn: &mut Conn,
     object: &Value,
     observed_at: i64,
+    account: Option<&str>,
     now: i64,
 ) -> StoreResult<Fetched> {
     let view = match PaymentMethodView::from_object(object) {
@@ -130,6 +137,7 @@ fn observe_payment_method(
     let customer = match &view.customer {
         Some(stripe_id) => {
             let names = Names {
+                account,
                 stripe_customer_id: Some(stripe_id.as_str()),
                 ..Names::default()
             };

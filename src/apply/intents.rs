@@ -41,6 +41,10 @@ pub(super) struct Cause<'a> {
     pub what: &'a str,
     /// Recorded as the transition's reason when it is applied without a warning.
     pub reason: Option<&'static str>,
+    /// The connected account of the event or observation (`None`: the platform): its
+    /// customers are looked up there, a new checkout belongs to it, and a card saved for it
+    /// is saved there.
+    pub account: Option<&'a str>,
 }
 
 pub(super) fn apply_intent_event(
@@ -57,6 +61,7 @@ pub(super) fn apply_intent_event(
         created: event.created,
         what: &event.event_type,
         reason: None,
+        account: event.account.as_deref(),
     };
     apply_intent(
         conn,
@@ -83,6 +88,7 @@ pub(super) fn apply_intent(
     let customer = resolve_customer(
         conn,
         Names {
+            account: cause.account,
             stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
             customer_ref: view.customer_ref.as_deref(),
             email: None,
@@ -114,7 +120,7 @@ pub(super) fn apply_intent(
         let mut row = match existing {
             Some(row) => row,
             None => {
-                let mut row = blank_checkout(view, target, now);
+                let mut row = blank_checkout(view, target, cause.account, now);
                 // The app API made this intent: its checkout keeps the id the app knows.
                 if let Some(id) = app_checkout_of(conn, view)? {
                     row.id = id;
@@ -179,7 +185,15 @@ pub(super) fn apply_intent(
     )?;
     effects.transitions.push((target, outcome));
     if let Some(pm_id) = save_card {
-        let customer_id = card_owner(conn, view, &row, customer.as_ref(), &pm_id, now)?;
+        let customer_id = card_owner(
+            conn,
+            view,
+            &row,
+            customer.as_ref(),
+            &pm_id,
+            cause.account,
+            now,
+        )?;
         save_card::enqueue(
             conn,
             &save_card::SaveCard {
@@ -187,6 +201,7 @@ pub(super) fn apply_intent(
                 checkout_id: &row.id,
                 payment_method_id: &pm_id,
                 customer_id,
+                account: cause.account,
             },
             now,
         )?;
@@ -293,6 +308,7 @@ fn card_owner(
     row: &CheckoutRow,
     customer: Option<&CustomerRow>,
     payment_method_id: &str,
+    account: Option<&str>,
     now: i64,
 ) -> StoreResult<Option<i64>> {
     if let Some(id) = customer.map(|c| c.id).or(row.customer_id) {
@@ -309,6 +325,7 @@ fn card_owner(
         return Ok(None);
     };
     let names = Names {
+        account,
         email: Some(&email),
         ..Names::default()
     };
@@ -336,7 +353,12 @@ fn app_checkout_of(conn: &mut Conn, view: &IntentView) -> StoreResult<Option<Str
     Ok(Some(app.id))
 }
 
-fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> CheckoutRow {
+fn blank_checkout(
+    view: &IntentView,
+    state: CheckoutState,
+    account: Option<&str>,
+    now: i64,
+) -> CheckoutRow {
     CheckoutRow {
         id: new_checkout_id(),
         kind: view.id.kind(),
@@ -355,6 +377,7 @@ fn blank_checkout(view: &IntentView, state: CheckoutState, now: i64) -> Checkout
         last_error_message: None,
         created_at: now,
         updated_at: now,
+        account: crate::store::customers::account_key(account).to_owned(),
     }
 }
 

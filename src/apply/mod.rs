@@ -14,11 +14,13 @@
 //! - [`observed`]: a state read from a Stripe answer (a charge, a cancel), applied like an event.
 //! - [`fetched`]: an object fetched from Stripe (resync) applied as observed state, through
 //!   the same state machine as events.
+//! - [`thin`]: thin (v2) events: the fetch of their object is queued, or they are ignored.
 
 pub mod fetched;
 mod intents;
 pub mod observed;
 mod payment_methods;
+mod thin;
 
 use serde_json::Value;
 
@@ -70,7 +72,8 @@ pub fn apply_event_notifying(
     effects: &mut Effects,
 ) -> StoreResult<Applied> {
     let Some(kind) = EventKind::from_type(&event.event_type) else {
-        return Ok(Applied::Ignored);
+        // No snapshot type: a thin event (whose types are its own), or one not handled.
+        return Ok(thin::apply_thin_event(conn, event, now)?.unwrap_or(Applied::Ignored));
     };
     let json: Value = match serde_json::from_str(&event.payload) {
         Ok(v) => v,

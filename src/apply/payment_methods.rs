@@ -22,6 +22,7 @@ pub(super) fn apply_payment_method_event(
 ) -> StoreResult<Applied> {
     let customer = if attached {
         let names = Names {
+            account: event.account.as_deref(),
             stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
             ..Names::default()
         };

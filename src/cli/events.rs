@@ -45,6 +45,9 @@ struct ListArgs {
     /// The Stripe object the events are about (pi_…, seti_…, pm_…).
     #[arg(long)]
     object_id: Option<String>,
+    /// The endpoint the events came through (`default` for /webhooks/stripe).
+    #[arg(long)]
+    endpoint: Option<String>,
     /// 1 to 100.
     #[arg(long, default_value_t = 20)]
     limit: i64,
@@ -64,6 +67,7 @@ pub fn run(url: &DatabaseUrl, args: &EventsArgs) -> anyhow::Result<ExitCode> {
                 status: list.status.clone(),
                 event_type: list.event_type.clone(),
                 object_id: list.object_id.clone(),
+                endpoint: list.endpoint.clone(),
                 limit: Some(list.limit),
                 starting_after: list.starting_after.clone(),
             };

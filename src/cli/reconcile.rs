@@ -40,6 +40,9 @@ pub struct ReconcileArgs {
 pub struct ResyncArgs {
     /// A pi_…, seti_… or pm_… id.
     stripe_id: String,
+    /// The connected account the object belongs to (acct_…); the platform's when absent.
+    #[arg(long, value_parser = |s: &str| payhook::stripe::ids::AccountId::parse(s))]
+    account: Option<payhook::stripe::ids::AccountId>,
     #[arg(long)]
     json: bool,
 }
@@ -65,7 +68,7 @@ pub async fn run(
     global: &GlobalFlags,
     args: &ReconcileArgs,
 ) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new(0));
+    let metrics = Arc::new(Metrics::new(&[]));
     let stripe = gateway(global, metrics.clone())?;
     let pool = open_existing(url, pool_options())?;
     let committed = Arc::new(tokio::sync::Notify::new());
@@ -110,10 +113,17 @@ pub async fn run_resync(
     global: &GlobalFlags,
     args: &ResyncArgs,
 ) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new(0));
+    let metrics = Arc::new(Metrics::new(&[]));
     let stripe = gateway(global, metrics.clone())?;
     let pool = open_existing(url, super::one_connection())?;
-    let resynced = resync::resync(&pool, Some(&stripe), &metrics, &args.stripe_id).await?;
+    let resynced = resync::resync(
+        &pool,
+        Some(&stripe),
+        &metrics,
+        &args.stripe_id,
+        args.account.as_ref(),
+    )
+    .await?;
     if args.json {
         return print_json(&resynced).map(|()| ExitCode::SUCCESS);
     }

@@ -110,6 +110,55 @@ pub struct EndpointConfig {
     pub livemode: LivemodePolicy,
 }
 
+/// What an endpoint makes of a verified event, by its kind and livemode policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointVerdict {
+    /// Store it to be applied.
+    Apply,
+    /// Store it as `ignored` (acknowledged, so Stripe does not disable the endpoint), with
+    /// this reason.
+    IgnoreLivemode(&'static str),
+}
+
+/// An event of a connected account on an `account` endpoint, or a platform event on a
+/// `connect` endpoint: the endpoint is configured against another Stripe endpoint's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WrongEndpointKind {
+    #[error("the event belongs to a connected account (it has `account`), but this endpoint's kind is `account`")]
+    ConnectedEventOnAccountEndpoint,
+    #[error("the event belongs to the platform account (it has no `account`), but this endpoint's kind is `connect`")]
+    PlatformEventOnConnectEndpoint,
+}
+
+impl EndpointConfig {
+    /// The rules of API.md section 4, in their order: the kind first (an event of the wrong
+    /// account is refused), then the livemode (an event of the wrong mode is ignored).
+    /// `account` is the event's `account` (its `context` for a thin event).
+    pub fn verdict(
+        &self,
+        account: Option<&str>,
+        livemode: bool,
+    ) -> Result<EndpointVerdict, WrongEndpointKind> {
+        match (self.kind, account.is_some()) {
+            (EndpointKind::Account, true) => {
+                return Err(WrongEndpointKind::ConnectedEventOnAccountEndpoint)
+            }
+            (EndpointKind::Connect, false) => {
+                return Err(WrongEndpointKind::PlatformEventOnConnectEndpoint)
+            }
+            _ => {}
+        }
+        if self.livemode.accepts(livemode) {
+            return Ok(EndpointVerdict::Apply);
+        }
+        Ok(EndpointVerdict::IgnoreLivemode(if livemode {
+            "livemode: a live-mode event on an endpoint that takes test-mode events only"
+        } else {
+            "livemode: a test-mode event on an endpoint that takes live-mode events only"
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +176,35 @@ mod tests {
         for raw in ["", "EU", "eu_2", "eu 2", "default", "é", &"a".repeat(65)] {
             assert!(EndpointName::parse(raw).is_err(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn the_kind_rule_comes_before_the_livemode_rule() {
+        let endpoint = |kind, livemode| EndpointConfig {
+            name: EndpointName::default_endpoint(),
+            secrets: Vec::new(),
+            kind,
+            livemode,
+        };
+        let live_connect = endpoint(EndpointKind::Connect, LivemodePolicy::Live);
+        assert_eq!(
+            live_connect.verdict(None, false),
+            Err(WrongEndpointKind::PlatformEventOnConnectEndpoint)
+        );
+        assert_eq!(
+            live_connect.verdict(Some("acct_1"), true),
+            Ok(EndpointVerdict::Apply)
+        );
+        assert!(matches!(
+            live_connect.verdict(Some("acct_1"), false),
+            Ok(EndpointVerdict::IgnoreLivemode(_))
+        ));
+        let account = endpoint(EndpointKind::Account, LivemodePolicy::Any);
+        assert_eq!(
+            account.verdict(Some("acct_1"), true),
+            Err(WrongEndpointKind::ConnectedEventOnAccountEndpoint)
+        );
+        assert_eq!(account.verdict(None, false), Ok(EndpointVerdict::Apply));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use database_url::{DatabaseUrl, DatabaseUrlError};
-pub use endpoints::{EndpointConfig, EndpointKind, EndpointName, LivemodePolicy};
+pub use endpoints::{
+    EndpointConfig, EndpointKind, EndpointName, EndpointVerdict, LivemodePolicy, WrongEndpointKind,
+};
 pub use loader::{ConfigError, Layered, Loaded, ProcessEnv, Source};
 pub use secrets::{
     parse_webhook_secrets, AdminToken, ApiKey, ApiToken, NotifySecret, WebhookSecret,

@@ -17,6 +17,10 @@ pub struct Known {
 /// What an event or a request says about who the customer is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Names<'a> {
+    /// The connected account the customer belongs to (`None`: the platform). A customer_ref
+    /// or an email names a customer within its account only; [`identify`] decides among the
+    /// customers the caller found in that account.
+    pub account: Option<&'a str>,
     pub stripe_customer_id: Option<&'a str>,
     pub customer_ref: Option<&'a str>,
     pub email: Option<&'a str>,
@@ -179,6 +183,7 @@ mod tests {
 
     fn names<'a>(stripe: Option<&'a str>, r: Option<&'a str>, email: Option<&'a str>) -> Names<'a> {
         Names {
+            account: None,
             stripe_customer_id: stripe,
             customer_ref: r,
             email,

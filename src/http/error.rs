@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::config::WrongEndpointKind;
 use crate::stripe::envelope::EnvelopeError;
 use crate::stripe::signature::SignatureError;
 
@@ -25,6 +26,10 @@ pub enum WebhookError {
     BodyTimeout,
     #[error("the event could not be stored; retry later")]
     Unavailable,
+    #[error("no webhook endpoint is configured with this name")]
+    UnknownEndpoint,
+    #[error(transparent)]
+    WrongEndpointKind(#[from] WrongEndpointKind),
 }
 
 impl WebhookError {
@@ -36,6 +41,8 @@ impl WebhookError {
             Self::BodyRead => "body_read_failed",
             Self::BodyTimeout => "request_timeout",
             Self::Unavailable => "storage_unavailable",
+            Self::UnknownEndpoint => "not_found",
+            Self::WrongEndpointKind(_) => "wrong_endpoint_kind",
         }
     }
 }
@@ -43,7 +50,11 @@ impl WebhookError {
 impl ResponseError for WebhookError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Signature(_) | Self::Envelope(_) | Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::Signature(_)
+            | Self::Envelope(_)
+            | Self::BodyRead
+            | Self::WrongEndpointKind(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownEndpoint => StatusCode::NOT_FOUND,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

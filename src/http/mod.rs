@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod api;
+pub mod endpoints;
 mod error;
 mod health;
 mod metrics;
+pub mod stripe_account;
 mod webhook;
 
 use std::sync::Arc;
@@ -17,15 +19,15 @@ use actix_web::web;
 pub use error::WebhookError;
 pub use webhook::{read_verified, Door, Verified};
 
-use crate::config::WebhookSecret;
 use crate::health::Health;
 use crate::inbox::admission::Admitter;
-use crate::metrics::{Metrics, WebhookMetrics};
+use crate::metrics::Metrics;
 use crate::store::Pool;
 
 /// Shared by every handler.
 pub struct AppState {
-    pub secrets: Arc<Vec<WebhookSecret>>,
+    /// The webhook endpoints by name (secrets, kind, livemode policy, metric handles).
+    pub endpoints: Arc<endpoints::WebhookEndpoints>,
     pub tolerance_secs: i64,
     pub max_body_bytes: usize,
     /// How long a client may take to send the body once its headers arrived (actix's own
@@ -36,13 +38,15 @@ pub struct AppState {
     pub pool: Pool,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
-    /// The webhook path's metric handles, created once.
-    pub webhook_metrics: WebhookMetrics,
     pub admin: admin::AdminState,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/stripe", web::post().to(webhook::receive))
+        .route(
+            "/webhooks/stripe/{name}",
+            web::post().to(webhook::receive_named),
+        )
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))

@@ -1,36 +1,70 @@
-//! `POST /webhooks/stripe`: read the raw body, verify, parse the envelope, store, answer.
+//! `POST /webhooks/stripe` and `POST /webhooks/stripe/{name}`: read the raw body, verify with
+//! that endpoint's secrets, parse the envelope, apply the endpoint's rules, store, answer.
 //!
 //! The signature covers the exact bytes, so the body is read raw (never parsed and
 //! re-serialised first), with the size limit enforced while reading. 200 is sent only after
 //! the event's row is committed; a duplicate is 200 too.
+//!
+//! The endpoint's rules ([`crate::config::EndpointConfig::verdict`]): an event of the wrong
+//! kind of account is refused (400, nothing stored); an event of a livemode the endpoint does
+//! not take is stored as `ignored` and acknowledged, so Stripe does not disable the endpoint.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use log::{debug, warn};
 
+use super::endpoints::WebhookEndpoint;
 use super::{AppState, WebhookError};
-use crate::config::WebhookSecret;
+use crate::config::{EndpointName, EndpointVerdict, WebhookSecret};
 use crate::inbox::admission::Admission;
 use crate::inbox::ingest::{body_digest, inbox_row};
-use crate::store::events;
+use crate::store::events::{self, EventStatus};
 use crate::store::now_secs;
 use crate::stripe::signature;
 
+/// The default endpoint, `/webhooks/stripe`.
 pub async fn receive(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
+    receive_at(EndpointName::DEFAULT, req, payload, state).await
+}
+
+/// A named endpoint, `/webhooks/stripe/{name}`: `404 not_found` for a name not configured.
+pub async fn receive_named(
+    name: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    receive_at(&name, req, payload, state).await
+}
+
+async fn receive_at(
+    name: &str,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
     let started = std::time::Instant::now();
-    let result = handle(&req, payload, &state).await;
-    let metrics = &state.webhook_metrics;
+    let Some(endpoint) = state.endpoints.get(name) else {
+        return Err(WebhookError::UnknownEndpoint);
+    };
+    let result = handle(&req, payload, &state, endpoint).await;
+    let metrics = &endpoint.metrics;
     match result {
         // Fixed answers, written once: no JSON serialisation per delivery.
-        Ok(Admission::Stored) => {
+        Ok((Admission::Stored, EndpointVerdict::Apply)) => {
             metrics.accepted(started.elapsed());
             Ok(acknowledge(r#"{"received":true,"duplicate":false}"#))
         }
-        Ok(Admission::Duplicate) => {
+        Ok((Admission::Stored, EndpointVerdict::IgnoreLivemode(_))) => {
+            metrics.accepted(started.elapsed());
+            state.metrics.event_ignored_on_arrival(name);
+            Ok(acknowledge(r#"{"received":true,"ignored":"livemode"}"#))
+        }
+        Ok((Admission::Duplicate, _)) => {
             metrics.duplicate(started.elapsed());
             Ok(acknowledge(r#"{"received":true,"duplicate":true}"#))
         }
@@ -106,9 +140,10 @@ async fn handle(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<Admission, WebhookError> {
+    endpoint: &WebhookEndpoint,
+) -> Result<(Admission, EndpointVerdict), WebhookError> {
     let door = Door {
-        secrets: &state.secrets,
+        secrets: &endpoint.config.secrets,
         tolerance_secs: state.tolerance_secs,
         max_body_bytes: state.max_body_bytes,
         body_timeout: state.body_timeout,
@@ -119,26 +154,40 @@ async fn handle(
         signed_at,
         now,
     } = read_verified(req, payload, door).await?;
-    state.webhook_metrics.secret_matched(secret_index);
-    let row = inbox_row(
+    endpoint.metrics.secret_matched(secret_index);
+    let mut row = inbox_row(
         &body,
         now,
         signed_at.saturating_add(state.tolerance_secs.max(0)),
     )?;
+    let verdict = endpoint
+        .config
+        .verdict(row.account.as_deref(), row.livemode)?;
+    row.endpoint = endpoint.config.name.as_str().to_owned();
+    row.secret_index = i32::try_from(secret_index).ok();
+    if let EndpointVerdict::IgnoreLivemode(reason) = verdict {
+        row.status = EventStatus::Ignored;
+        row.last_error = Some(reason.to_owned());
+    }
     let (event_id, event_type) = (row.id.clone(), row.event_type.clone());
+    let api_version = row.api_version.clone();
     let admission = state.admitter.admit(row).await.map_err(|e| {
         // The outage itself is logged once by admission (and `/readyz` reports it).
         debug!("event {event_id} not stored: {e}");
         WebhookError::Unavailable
     })?;
     let duplicate = admission == Admission::Duplicate;
+    if let (false, Some(version)) = (duplicate, &api_version) {
+        state.metrics.event_stored_with_api_version(version);
+    }
     if duplicate {
         warn_if_body_differs(state, &event_id, body.freeze()).await;
     }
     debug!(
-        "event {event_id} ({event_type}) admitted, secret #{secret_index}, duplicate: {duplicate}"
+        "event {event_id} ({event_type}) admitted at endpoint {}, secret #{secret_index}, duplicate: {duplicate}",
+        endpoint.config.name
     );
-    Ok(admission)
+    Ok((admission, verdict))
 }
 
 /// A duplicate is acknowledged whatever its body, but one whose body differs from the stored

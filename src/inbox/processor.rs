@@ -59,9 +59,10 @@ pub struct BatchReport {
     pub yielded: bool,
     /// When the batch ran (unix milliseconds).
     pub at_ms: i64,
-    /// Each event that reached a final status, with its Stripe `created`: for the metrics,
-    /// counted by the caller once the batch has committed ([`BatchReport::record`]).
-    pub finished: Vec<(EventStatus, i64)>,
+    /// Each event that reached a final status, with its Stripe `created` and the endpoint
+    /// it came through: for the metrics, counted by the caller once the batch has committed
+    /// ([`BatchReport::record`]).
+    pub finished: Vec<(EventStatus, i64, String)>,
     /// Checkout transitions the batch recorded: the state asked for, and the outcome.
     pub transitions: Vec<(CheckoutState, TransitionOutcome)>,
 }
@@ -70,8 +71,9 @@ impl BatchReport {
     /// Counts the committed batch in `metrics`: events by final status, their lag, and the
     /// checkout transitions.
     pub fn record(&self, metrics: &Metrics) {
-        for &(status, created) in &self.finished {
-            metrics.event_finished(status, self.at_ms as f64 / 1000.0 - created as f64);
+        for (status, created, endpoint) in &self.finished {
+            let lag = self.at_ms as f64 / 1000.0 - *created as f64;
+            metrics.event_finished(endpoint, *status, lag);
         }
         for &(to, outcome) in &self.transitions {
             metrics.transitions(to, outcome, 1);
@@ -199,20 +201,30 @@ pub fn process_up_to(
             match applied {
                 Ok(Applied::Processed) => {
                     report.processed += 1;
-                    report
-                        .finished
-                        .push((EventStatus::Processed, event.created));
+                    report.finished.push((
+                        EventStatus::Processed,
+                        event.created,
+                        event.endpoint.clone(),
+                    ));
                     finished.push(finish(EventStatus::Processed, None));
                 }
                 Ok(Applied::Ignored) => {
                     report.ignored += 1;
-                    report.finished.push((EventStatus::Ignored, event.created));
+                    report.finished.push((
+                        EventStatus::Ignored,
+                        event.created,
+                        event.endpoint.clone(),
+                    ));
                     debug!("event {} of type {} ignored", event.id, event.event_type);
                     finished.push(finish(EventStatus::Ignored, None));
                 }
                 Ok(Applied::Invalid(reason)) => {
                     report.invalid += 1;
-                    report.finished.push((EventStatus::Failed, event.created));
+                    report.finished.push((
+                        EventStatus::Failed,
+                        event.created,
+                        event.endpoint.clone(),
+                    ));
                     warn!(
                         "event {} ({}) cannot be applied: {reason}",
                         event.id, event.event_type
@@ -259,7 +271,9 @@ fn record_failure(
     }
     if attempts >= config.max_attempts {
         report.dead += 1;
-        report.finished.push((EventStatus::Dead, event.created));
+        report
+            .finished
+            .push((EventStatus::Dead, event.created, event.endpoint.clone()));
         error!(
             "event {} ({}) is dead after {attempts} tries: {message}",
             event.id, event.event_type

@@ -19,9 +19,10 @@
 //! commands (`payhook retry`), so a count kept by one process's workers would drift, and the
 //! indexed counts cost a few milliseconds per scrape.
 //!
-//! Section 4 of the contract adds an `endpoint` label to the webhook, event and secret
-//! families: it is one field in [`WebhookLabels`], [`EventLabels`] and [`SecretLabels`],
-//! and [`Metrics::webhook`] becomes per endpoint.
+//! The webhook, event and secret families carry an `endpoint` label (API.md section 4): the
+//! endpoint's configured name (`default` for `/webhooks/stripe`), so its values are bounded
+//! by the configuration. `payhook_events_by_api_version_total` is labelled by Stripe's
+//! `api_version`, a date-shaped string of which an account sees a handful in its life.
 
 mod histogram;
 
@@ -72,17 +73,25 @@ pub const LAG_BUCKETS: [f64; 13] = [
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
+    pub endpoint: Arc<str>,
     pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretLabels {
+    pub endpoint: Arc<str>,
     pub index: u32,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
+    pub endpoint: Arc<str>,
     pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiVersionLabels {
+    pub api_version: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -160,11 +169,21 @@ const REJECTION_KINDS: &[&str] = &[
     "object_type_mismatch",
     "payload_too_large",
     "storage_unavailable",
+    "wrong_endpoint_kind",
 ];
 
-/// The handles of the webhook path, created once. Cheap to clone.
+/// The final statuses of an event, each counted in `payhook_events_total`.
+const FINAL_STATUSES: [EventStatus; 4] = [
+    EventStatus::Processed,
+    EventStatus::Ignored,
+    EventStatus::Failed,
+    EventStatus::Dead,
+];
+
+/// The handles of one endpoint's webhook path, created once. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WebhookMetrics {
+    endpoint: Arc<str>,
     accepted: Counter,
     duplicate: Counter,
     requests: Family<WebhookLabels, Counter>,
@@ -189,7 +208,10 @@ impl WebhookMetrics {
     /// A delivery refused with the contract's error `kind`.
     pub fn rejected(&self, kind: &'static str) {
         self.requests
-            .get_or_create(&WebhookLabels { outcome: kind })
+            .get_or_create(&WebhookLabels {
+                endpoint: self.endpoint.clone(),
+                outcome: kind,
+            })
             .inc();
     }
 
@@ -201,7 +223,10 @@ impl WebhookMetrics {
             }
             None => {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
-                log::warn!("signing secret #{index} matched but is not configured");
+                log::warn!(
+                    "signing secret #{index} of endpoint {} matched but is not configured",
+                    self.endpoint
+                );
             }
         }
     }
@@ -218,8 +243,10 @@ pub struct DatabaseGauges {
 /// Every family of the process. Build once per application and share through an `Arc`.
 pub struct Metrics {
     registry: Registry,
-    webhook: WebhookMetrics,
+    /// The handles of each configured endpoint's webhook path, by name.
+    webhooks: std::collections::HashMap<String, WebhookMetrics>,
     events: Family<EventLabels, Counter>,
+    api_versions: Family<ApiVersionLabels, Counter>,
     event_lag: AtomicHistogram,
     transitions: Family<TransitionLabels, Counter>,
     stripe_requests: Family<StripeLabels, Counter>,
@@ -237,8 +264,9 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family. `secrets`: how many signing secrets the endpoint has.
-    pub fn new(secrets: usize) -> Self {
+    /// Registers every family. `endpoints`: each webhook endpoint's name and how many
+    /// signing secrets it has (its series exist from the first scrape, at 0).
+    pub fn new(endpoints: &[(&str, usize)]) -> Self {
         let mut registry = Registry::default();
 
         let requests = Family::<WebhookLabels, Counter>::default();
@@ -247,24 +275,12 @@ impl Metrics {
             "Webhook deliveries by outcome: accepted (a new event stored), duplicate (an id already stored, acknowledged), or the rejection kind",
             requests.clone(),
         );
-        let handle = |outcome| requests.get_or_create_owned(&WebhookLabels { outcome });
-        let (accepted, duplicate) = (handle("accepted"), handle("duplicate"));
-        for kind in REJECTION_KINDS {
-            drop(handle(kind));
-        }
         let secret_family = Family::<SecretLabels, Counter>::default();
         registry.register(
             "payhook_signing_secret_matched",
-            "Verified deliveries (duplicates included) by the 0-based position of the secret that matched in STRIPE_WEBHOOK_SECRET",
+            "Verified deliveries (duplicates included) by endpoint and the 0-based position of the secret that matched in that endpoint's secrets (STRIPE_WEBHOOK_SECRET for default)",
             secret_family.clone(),
         );
-        let secrets: Arc<[Counter]> = (0..secrets)
-            .map(|i| {
-                secret_family.get_or_create_owned(&SecretLabels {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                })
-            })
-            .collect();
         let ack = AtomicHistogram::new(&ACK_BUCKETS);
         registry.register(
             "payhook_webhook_ack_seconds",
@@ -275,19 +291,54 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "payhook_events",
-            "Events that reached a final status: processed, ignored, failed (cannot be applied) or dead (every try failed)",
+            "Events that reached a final status, by endpoint: processed, ignored (not handled, or a livemode the endpoint does not take), failed (cannot be applied) or dead (every try failed)",
             events.clone(),
         );
-        for status in [
-            EventStatus::Processed,
-            EventStatus::Ignored,
-            EventStatus::Failed,
-            EventStatus::Dead,
-        ] {
-            events.get_or_create_owned(&EventLabels {
-                status: status.as_str(),
-            });
+        let mut webhooks = std::collections::HashMap::new();
+        for &(name, secrets) in endpoints {
+            let endpoint: Arc<str> = Arc::from(name);
+            for status in FINAL_STATUSES {
+                events.get_or_create_owned(&EventLabels {
+                    endpoint: endpoint.clone(),
+                    status: status.as_str(),
+                });
+            }
+            let handle = |outcome| {
+                requests.get_or_create_owned(&WebhookLabels {
+                    endpoint: endpoint.clone(),
+                    outcome,
+                })
+            };
+            let (accepted, duplicate) = (handle("accepted"), handle("duplicate"));
+            for kind in REJECTION_KINDS {
+                drop(handle(kind));
+            }
+            let secrets: Arc<[Counter]> = (0..secrets)
+                .map(|i| {
+                    secret_family.get_or_create_owned(&SecretLabels {
+                        endpoint: endpoint.clone(),
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect();
+            webhooks.insert(
+                name.to_owned(),
+                WebhookMetrics {
+                    endpoint,
+                    accepted,
+                    duplicate,
+                    requests: requests.clone(),
+                    secrets,
+                    ack: ack.clone(),
+                },
+            );
         }
+        let api_versions = Family::<ApiVersionLabels, Counter>::default();
+        registry.register(
+            "payhook_events_by_api_version",
+            "Snapshot events stored, by the api_version Stripe rendered them in (thin events have none)",
+            api_versions.clone(),
+        );
         let event_lag = AtomicHistogram::new(&LAG_BUCKETS);
         registry.register(
             "payhook_event_lag_seconds",
@@ -356,14 +407,9 @@ impl Metrics {
 
         Self {
             registry,
-            webhook: WebhookMetrics {
-                accepted,
-                duplicate,
-                requests,
-                secrets,
-                ack,
-            },
+            webhooks,
             events,
+            api_versions,
             event_lag,
             transitions,
             stripe_requests,
@@ -375,22 +421,45 @@ impl Metrics {
         }
     }
 
-    /// The handles of the webhook path.
-    pub fn webhook(&self) -> WebhookMetrics {
-        self.webhook.clone()
+    /// The handles of the webhook path of the endpoint `name`, if it was given to
+    /// [`Metrics::new`].
+    pub fn webhook(&self, name: &str) -> Option<WebhookMetrics> {
+        self.webhooks.get(name).cloned()
     }
 
-    /// An event reached `status` (processed, ignored, failed or dead) `lag_secs` after
-    /// Stripe created it; the lag is recorded for applied events (processed or ignored).
-    pub fn event_finished(&self, status: EventStatus, lag_secs: f64) {
+    /// An event that came through `endpoint` reached `status` (processed, ignored, failed
+    /// or dead) `lag_secs` after Stripe created it; the lag is recorded for applied events
+    /// (processed or ignored).
+    pub fn event_finished(&self, endpoint: &str, status: EventStatus, lag_secs: f64) {
         self.events
             .get_or_create(&EventLabels {
+                endpoint: Arc::from(endpoint),
                 status: status.as_str(),
             })
             .inc();
         if matches!(status, EventStatus::Processed | EventStatus::Ignored) {
             self.event_lag.observe_secs(lag_secs);
         }
+    }
+
+    /// A snapshot event rendered in `api_version` was stored.
+    pub fn event_stored_with_api_version(&self, api_version: &str) {
+        self.api_versions
+            .get_or_create(&ApiVersionLabels {
+                api_version: api_version.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An event was stored already `ignored` (its endpoint does not take its livemode):
+    /// it never reaches the processor, so it is counted here, with no lag (never applied).
+    pub fn event_ignored_on_arrival(&self, endpoint: &str) {
+        self.events
+            .get_or_create(&EventLabels {
+                endpoint: Arc::from(endpoint),
+                status: EventStatus::Ignored.as_str(),
+            })
+            .inc();
     }
 
     /// `n` committed transitions to `to` with `outcome`.
@@ -462,13 +531,18 @@ mod tests {
 
     #[test]
     fn the_exposition_names_every_family_of_the_contract() {
-        let metrics = Metrics::new(2);
+        let metrics = Metrics::new(&[("default", 2), ("connect", 1)]);
+        let webhook = metrics.webhook("default").unwrap();
+        webhook.accepted(std::time::Duration::from_micros(700));
+        webhook.secret_matched(1);
+        webhook.rejected("signature_mismatch");
         metrics
-            .webhook()
-            .accepted(std::time::Duration::from_micros(700));
-        metrics.webhook().secret_matched(1);
-        metrics.webhook().rejected("signature_mismatch");
-        metrics.event_finished(EventStatus::Processed, 3.0);
+            .webhook("connect")
+            .unwrap()
+            .rejected("wrong_endpoint_kind");
+        metrics.event_finished("default", EventStatus::Processed, 3.0);
+        metrics.event_ignored_on_arrival("connect");
+        metrics.event_stored_with_api_version("2024-06-20");
         metrics.transitions(CheckoutState::Succeeded, TransitionOutcome::Applied, 2);
         metrics.stripe_request("attach", StripeOutcome::Ok);
         metrics.reconciled(3, 4);
@@ -479,14 +553,18 @@ mod tests {
         });
         let text = metrics.encode().unwrap();
         for line in [
-            "payhook_webhook_requests_total{outcome=\"accepted\"} 1",
-            "payhook_webhook_requests_total{outcome=\"signature_mismatch\"} 1",
-            "payhook_webhook_requests_total{outcome=\"stale_timestamp\"} 0",
-            "payhook_signing_secret_matched_total{index=\"1\"} 1",
-            "payhook_signing_secret_matched_total{index=\"0\"} 0",
+            "payhook_webhook_requests_total{endpoint=\"default\",outcome=\"accepted\"} 1",
+            "payhook_webhook_requests_total{endpoint=\"default\",outcome=\"signature_mismatch\"} 1",
+            "payhook_webhook_requests_total{endpoint=\"default\",outcome=\"stale_timestamp\"} 0",
+            "payhook_webhook_requests_total{endpoint=\"connect\",outcome=\"wrong_endpoint_kind\"} 1",
+            "payhook_signing_secret_matched_total{endpoint=\"default\",index=\"1\"} 1",
+            "payhook_signing_secret_matched_total{endpoint=\"default\",index=\"0\"} 0",
+            "payhook_signing_secret_matched_total{endpoint=\"connect\",index=\"0\"} 0",
+            "payhook_events_total{endpoint=\"connect\",status=\"ignored\"} 1",
+            "payhook_events_by_api_version_total{api_version=\"2024-06-20\"} 1",
             "payhook_webhook_ack_seconds_bucket{le=\"0.001\"} 1",
             "payhook_webhook_ack_seconds_count 1",
-            "payhook_events_total{status=\"processed\"} 1",
+            "payhook_events_total{endpoint=\"default\",status=\"processed\"} 1",
             "payhook_event_lag_seconds_bucket{le=\"5.0\"} 1",
             "payhook_checkout_transitions_total{to=\"succeeded\",outcome=\"applied\"} 2",
             "payhook_stripe_requests_total{operation=\"attach\",outcome=\"ok\"} 1",

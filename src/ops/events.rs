@@ -26,6 +26,8 @@ pub struct EventSummary {
     pub account: Option<String>,
     pub api_version: Option<String>,
     pub processed_at: Option<i64>,
+    /// The endpoint it came through (`default` for `/webhooks/stripe`).
+    pub endpoint: String,
 }
 
 impl From<EventSummaryRow> for EventSummary {
@@ -43,6 +45,7 @@ impl From<EventSummaryRow> for EventSummary {
             account: row.account,
             api_version: row.api_version,
             processed_at: row.processed_at,
+            endpoint: row.endpoint,
         }
     }
 }
@@ -62,6 +65,7 @@ impl From<&WebhookEvent> for EventSummary {
             account: row.account.clone(),
             api_version: row.api_version.clone(),
             processed_at: row.processed_at,
+            endpoint: row.endpoint.clone(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct EventQuery {
     pub status: Option<String>,
     pub event_type: Option<String>,
     pub object_id: Option<String>,
+    pub endpoint: Option<String>,
     pub limit: Option<i64>,
     pub starting_after: Option<String>,
 }
@@ -96,6 +101,7 @@ pub fn list(conn: &mut Conn, query: &EventQuery) -> Result<Page<EventSummary>, O
         },
         event_type: query.event_type.as_deref().map(TypeFilter::parse),
         object_id: query.object_id.clone(),
+        endpoint: query.endpoint.clone(),
     };
     let after = match &query.starting_after {
         None => None,

@@ -16,23 +16,12 @@ use crate::store::payment_methods::PaymentMethodRow;
 use crate::store::{now_secs, Pool, StoreError};
 use crate::stripe::client::ApiError;
 use crate::stripe::gateway::StripeGateway;
+use crate::stripe::ids::AccountId;
+use crate::stripe::objects::object_path;
 
 /// The objects resync fetches, by id prefix.
-fn endpoint(stripe_id: &str) -> Result<(&'static str, &'static str), InvalidRequest> {
-    // Spliced into a URL path: Stripe ids are letters, digits and `_`.
-    let plain = !stripe_id.is_empty()
-        && stripe_id.len() <= 255
-        && stripe_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    let found = match stripe_id {
-        _ if !plain => None,
-        id if id.starts_with("pi_") => Some(("/v1/payment_intents/", "retrieve_payment_intent")),
-        id if id.starts_with("seti_") => Some(("/v1/setup_intents/", "retrieve_setup_intent")),
-        id if id.starts_with("pm_") => Some(("/v1/payment_methods/", "retrieve_payment_method")),
-        _ => None,
-    };
-    found.ok_or_else(|| {
+fn endpoint(stripe_id: &str) -> Result<(String, &'static str), InvalidRequest> {
+    object_path(stripe_id).ok_or_else(|| {
         InvalidRequest::new(
             "stripe_id",
             format!("`{stripe_id}` is not a pi_…, seti_… or pm_… id"),
@@ -122,17 +111,20 @@ fn card_view(row: PaymentMethodRow) -> CardView {
     }
 }
 
-/// Fetches `stripe_id` and applies it as observed at Stripe's time of answering.
+/// Fetches `stripe_id` and applies it as observed at Stripe's time of answering; in the
+/// connected account `account` (`Stripe-Account`) when given, else the platform's.
 pub async fn resync(
     pool: &Pool,
     stripe: Option<&StripeGateway>,
     metrics: &Metrics,
     stripe_id: &str,
+    account: Option<&AccountId>,
 ) -> Result<Resynced, OpsError> {
     let (path, operation) = endpoint(stripe_id)?;
     let stripe = stripe.ok_or(OpsError::NoStripeKey)?;
+    let scope = account.map(|a| ("Stripe-Account", a.as_str()));
     let response = stripe
-        .get_json(operation, &format!("{path}{stripe_id}"), &[])
+        .get_json_in(operation, &path, &[], scope)
         .await
         .map_err(|e| match e.error {
             ApiError::Permanent {
@@ -149,11 +141,19 @@ pub async fn resync(
     })?;
     // Stripe's clock, so the observation is ordered against events by Stripe time.
     let observed_at = response.date.unwrap_or_else(now_secs);
+    let in_account = account.map(|a| a.as_str().to_owned());
     let (observed, effects) = pool
         .run_pool(move |pool| {
             pool.write(|conn| -> Result<_, StoreError> {
                 let mut effects = Effects::default();
-                let observed = apply_fetched(conn, &object, observed_at, now_secs(), &mut effects)?;
+                let observed = apply_fetched(
+                    conn,
+                    &object,
+                    observed_at,
+                    in_account.as_deref(),
+                    now_secs(),
+                    &mut effects,
+                )?;
                 let customer_ref = match &observed {
                     Fetched::Checkout(row) => match row.customer_id {
                         Some(id) => {
@@ -189,9 +189,9 @@ mod tests {
 
     #[test]
     fn only_intents_and_payment_methods_with_plain_ids_are_fetched() {
-        assert_eq!(endpoint("pi_123").unwrap().0, "/v1/payment_intents/");
-        assert_eq!(endpoint("seti_1").unwrap().0, "/v1/setup_intents/");
-        assert_eq!(endpoint("pm_1").unwrap().0, "/v1/payment_methods/");
+        assert_eq!(endpoint("pi_123").unwrap().0, "/v1/payment_intents/pi_123");
+        assert_eq!(endpoint("seti_1").unwrap().0, "/v1/setup_intents/seti_1");
+        assert_eq!(endpoint("pm_1").unwrap().0, "/v1/payment_methods/pm_1");
         for bad in ["cus_1", "pi_1/../../v1/customers", "pi_1?x=1", ""] {
             assert_eq!(endpoint(bad).unwrap_err().field, "stripe_id", "{bad}");
         }

@@ -4,10 +4,12 @@
 //! - [`runner`]: claims, leases, runs steps, records attempts, retries; knows no kind.
 //! - [`save_card`]: attach a saved card to its customer at Stripe and make it the default.
 //! - [`notify`]: notifications to the app (Standard Webhooks).
+//! - [`thin_event`]: fetch a thin event's object and apply it as observed state.
 
 pub mod notify;
 pub mod runner;
 pub mod save_card;
+pub mod thin_event;
 
 use runner::{Failure, StepContext};
 

@@ -77,6 +77,10 @@ struct Data {
     payment_method_id: String,
     /// The local customer; `None` until the `resolve` step finds it.
     customer_id: Option<i64>,
+    /// The connected account the card is saved in (`Stripe-Account` on every call); absent
+    /// for the platform (and in items queued before Connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
 }
 
 fn lane(customer_id: i64) -> String {
@@ -91,6 +95,8 @@ pub struct SaveCard<'a> {
     pub payment_method_id: &'a str,
     /// The local customer, when the event (or local data) says who it is.
     pub customer_id: Option<i64>,
+    /// The connected account of the event (`None`: the platform).
+    pub account: Option<&'a str>,
 }
 
 /// Queues the save, once per intent: a redelivered or replayed event finds it already there.
@@ -99,6 +105,7 @@ pub fn enqueue(conn: &mut Conn, work: &SaveCard<'_>, now: i64) -> StoreResult<bo
     let data = json!(Data {
         payment_method_id: work.payment_method_id.to_owned(),
         customer_id: work.customer_id,
+        account: work.account.map(str::to_owned),
     })
     .to_string();
     let lane = work.customer_id.map(lane);
@@ -201,6 +208,7 @@ impl SaveCardKind {
             })?;
         let data: Data = ctx.data()?;
         let pm_id = data.payment_method_id.as_str();
+        let account = data.account.as_deref();
         let customer_id = match (step, data.customer_id) {
             (Step::Resolve, Some(_)) => return next(step),
             (Step::Resolve, None) => return self.resolve(ctx, &data).await,
@@ -239,6 +247,7 @@ impl SaveCardKind {
                 let stripe_id = self
                     .call(ctx, "create_customer", |api| {
                         api.create_customer(
+                            account,
                             &key,
                             customer.email.as_deref(),
                             customer.customer_ref.as_deref(),
@@ -267,7 +276,9 @@ impl SaveCardKind {
             Step::Attach => {
                 let cus = stripe_customer(&customer)?;
                 let pm = self
-                    .call(ctx, "retrieve", |api| api.retrieve_payment_method(pm_id))
+                    .call(ctx, "retrieve", |api| {
+                        api.retrieve_payment_method(account, pm_id)
+                    })
                     .await?;
                 match pm.customer.as_deref() {
                     Some(c) if c == cus => {
@@ -287,7 +298,7 @@ impl SaveCardKind {
                     None => {
                         let key = format!("{}:attach:{cus}", item.idempotency_key);
                         self.call(ctx, "attach", |api| {
-                            api.attach_payment_method(&key, pm_id, cus)
+                            api.attach_payment_method(account, &key, pm_id, cus)
                         })
                         .await?;
                         info!("outbox item {}: attached {pm_id} to {cus}", item.id);
@@ -306,7 +317,7 @@ impl SaveCardKind {
                 }
                 let key = format!("{}:default:{cus}", item.idempotency_key);
                 self.call(ctx, "set_default", |api| {
-                    api.set_default_payment_method(&key, &cus, pm_id)
+                    api.set_default_payment_method(account, &key, &cus, pm_id)
                 })
                 .await?;
                 let pm = pm_id.to_owned();
@@ -324,7 +335,9 @@ impl SaveCardKind {
             }
             Step::Details => {
                 let details = self
-                    .call(ctx, "retrieve", |api| api.retrieve_payment_method(pm_id))
+                    .call(ctx, "retrieve", |api| {
+                        api.retrieve_payment_method(account, pm_id)
+                    })
                     .await?;
                 ctx.pool
                     .run(move |conn| {
@@ -344,7 +357,7 @@ impl SaveCardKind {
     async fn resolve(&self, ctx: &StepContext<'_>, data: &Data) -> Result<Progress, Failure> {
         let pm = self
             .call(ctx, "retrieve", |api| {
-                api.retrieve_payment_method(&data.payment_method_id)
+                api.retrieve_payment_method(data.account.as_deref(), &data.payment_method_id)
             })
             .await?;
         let Some(email) = pm.email.clone() else {
@@ -357,12 +370,14 @@ impl SaveCardKind {
             ));
         };
         let checkout_id = ctx.item.checkout_id.clone();
+        let account = data.account.clone();
         let customer_id = ctx
             .pool
             .run(move |conn| {
                 conn.transaction(|conn| {
                     let now = now_secs();
                     let names = Names {
+                        account: account.as_deref(),
                         email: Some(&email),
                         ..Names::default()
                     };
@@ -387,6 +402,7 @@ impl SaveCardKind {
             data: Some(json!(Data {
                 payment_method_id: data.payment_method_id.clone(),
                 customer_id: Some(customer_id),
+                account: data.account.clone(),
             })),
             lane: Some(lane(customer_id)),
         }))
@@ -444,6 +460,7 @@ impl SaveCardKind {
     ) -> Result<(), Failure> {
         let cus = stripe_customer(customer)?.to_owned();
         let customer_id = customer.id;
+        let account = customer.connected_account();
         let local = ctx
             .pool
             .run(move |conn| payment_methods::list_customer_payment_methods(conn, customer_id))
@@ -469,7 +486,9 @@ impl SaveCardKind {
             .unwrap_or(pm_id)
             .to_owned();
         let at_stripe = self
-            .call(ctx, "list", |api| api.list_card_payment_methods(&cus))
+            .call(ctx, "list", |api| {
+                api.list_card_payment_methods(account, &cus)
+            })
             .await?;
         let mut duplicates: Vec<(String, bool)> = at_stripe
             .iter()
@@ -487,7 +506,9 @@ impl SaveCardKind {
                 let key = format!("{}:detach:{dup}", ctx.item.idempotency_key);
                 match self
                     .stripe
-                    .call("detach", |api| api.detach_payment_method(&key, &dup))
+                    .call("detach", |api| {
+                        api.detach_payment_method(account, &key, &dup)
+                    })
                     .await
                 {
                     Ok(()) => {}

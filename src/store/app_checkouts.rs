@@ -126,6 +126,8 @@ pub fn next_notify_sequence(conn: &mut Conn, checkout_id: &str) -> StoreResult<i
 /// Filters of the checkout list (all optional), newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// The account whose checkouts are listed ('' for the platform).
+    pub account: String,
     /// Only checkouts of this local customer.
     pub customer_id: Option<i64>,
     pub state: Option<CheckoutState>,
@@ -146,6 +148,7 @@ pub fn list_checkout_ids(conn: &mut Conn, filter: &ListFilter) -> StoreResult<Ve
                 .order((cdsl::created_at.desc(), cdsl::id.desc()))
                 .limit(filter.limit)
                 .into_boxed();
+            q = q.filter(cdsl::account.eq(filter.account.clone()));
             if let Some(customer) = filter.customer_id {
                 q = q.filter(cdsl::customer_id.eq(customer));
             }

@@ -31,6 +31,9 @@ pub struct CheckoutRow {
     pub last_error_message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The connected account the intent belongs to (`acct_…`), or '' for the platform
+    /// ([`crate::store::customers::PLATFORM`]).
+    pub account: String,
 }
 
 impl CheckoutRow {

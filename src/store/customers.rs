@@ -12,6 +12,15 @@ use log::warn;
 use crate::domain::customer::{self as identity, ByEmail, Found, Identity, Known, Names};
 use crate::with_conn;
 
+/// The `account` column of the platform's rows: '' rather than NULL, so the unique index on
+/// (account, customer_ref) holds for the platform too (NULLs are all distinct in an index).
+pub const PLATFORM: &str = "";
+
+/// The `account` column for a connected account, or the platform's (`None`).
+pub fn account_key(account: Option<&str>) -> &str {
+    account.unwrap_or(PLATFORM)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = customers)]
 pub struct CustomerRow {
@@ -22,6 +31,15 @@ pub struct CustomerRow {
     pub default_payment_method_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `acct_…`, or [`PLATFORM`].
+    pub account: String,
+}
+
+impl CustomerRow {
+    /// The connected account the customer belongs to; `None` for the platform.
+    pub fn connected_account(&self) -> Option<&str> {
+        Some(self.account.as_str()).filter(|a| *a != PLATFORM)
+    }
 }
 
 // None as NULL keeps the insert's SQL fixed, so diesel caches the prepared statement.
@@ -33,6 +51,7 @@ pub struct NewCustomer<'a> {
     pub stripe_customer_id: Option<&'a str>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub account: &'a str,
 }
 
 pub fn find_customer(conn: &mut Conn, id: i64) -> StoreResult<Option<CustomerRow>> {
@@ -52,19 +71,27 @@ pub fn find_customer_by_stripe_id(
         .optional())?)
 }
 
+/// The customer of `customer_ref` in `account` (`None`: the platform).
 pub fn find_customer_by_ref(
     conn: &mut Conn,
+    account: Option<&str>,
     customer_ref: &str,
 ) -> StoreResult<Option<CustomerRow>> {
     Ok(with_conn!(conn, c => dsl::customers
+        .filter(dsl::account.eq(account_key(account)))
         .filter(dsl::customer_ref.eq(customer_ref))
         .select(CustomerRow::as_select())
         .get_result(c)
         .optional())?)
 }
 
-pub fn find_customer_by_email(conn: &mut Conn, email: &str) -> StoreResult<Option<CustomerRow>> {
+pub fn find_customer_by_email(
+    conn: &mut Conn,
+    account: Option<&str>,
+    email: &str,
+) -> StoreResult<Option<CustomerRow>> {
     Ok(with_conn!(conn, c => dsl::customers
+        .filter(dsl::account.eq(account_key(account)))
         .filter(dsl::email.eq(email))
         .order(dsl::id.asc())
         .select(CustomerRow::as_select())
@@ -165,7 +192,7 @@ pub fn resolve(
         .as_ref()
         .is_none_or(|c| c.customer_ref.is_none());
     let by_ref = match names.customer_ref {
-        Some(r) if ref_matters => find_customer_by_ref(conn, r)?,
+        Some(r) if ref_matters => find_customer_by_ref(conn, names.account, r)?,
         _ => None,
     };
     let by_email = match names {
@@ -173,7 +200,8 @@ pub fn resolve(
             email: Some(email),
             stripe_customer_id: None,
             customer_ref: None,
-        } => find_customer_by_email(conn, email)?,
+            ..
+        } => find_customer_by_email(conn, names.account, email)?,
         _ => None,
     };
     let found = Found {
@@ -218,6 +246,7 @@ pub fn resolve(
             }
             create(
                 conn,
+                names.account,
                 customer_ref.as_deref(),
                 stripe_customer_id.as_deref(),
                 email.as_deref(),
@@ -233,6 +262,7 @@ pub fn resolve(
 /// the same ref or Stripe id wins the insert, and then its row is the one returned.
 fn create(
     conn: &mut Conn,
+    account: Option<&str>,
     customer_ref: Option<&str>,
     stripe_id: Option<&str>,
     email: Option<&str>,
@@ -246,12 +276,13 @@ fn create(
             stripe_customer_id: stripe_id,
             created_at: now,
             updated_at: now,
+            account: account_key(account),
         },
     )?;
     let found = match (stripe_id, customer_ref, email) {
         (Some(s), _, _) => find_customer_by_stripe_id(conn, s)?,
-        (None, Some(r), _) => find_customer_by_ref(conn, r)?,
-        (None, None, Some(e)) => find_customer_by_email(conn, e)?,
+        (None, Some(r), _) => find_customer_by_ref(conn, account, r)?,
+        (None, None, Some(e)) => find_customer_by_email(conn, account, e)?,
         (None, None, None) => None,
     };
     found.ok_or_else(|| StoreError::Corrupt("customer vanished right after insert".into()))

@@ -41,6 +41,15 @@ pub struct NewWebhookEvent {
     pub object_type: Option<String>,
     pub payload: String,
     pub received_at: i64,
+    /// The endpoint it came through (`default` for `/webhooks/stripe`, and for events
+    /// found by reconciliation, which lists the platform account's events).
+    pub endpoint: String,
+    /// Which of that endpoint's secrets matched; `None` when no signature was checked.
+    pub secret_index: Option<i32>,
+    /// `Pending` for an event to apply; `Ignored` for one stored for the record only (an
+    /// event whose livemode its endpoint does not take), with the reason in `last_error`.
+    pub status: EventStatus,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -61,6 +70,8 @@ pub struct WebhookEvent {
     pub next_attempt_at_ms: i64,
     pub last_error: Option<String>,
     pub processed_at: Option<i64>,
+    pub endpoint: String,
+    pub secret_index: Option<i32>,
 }
 
 /// Inserts the event unless its id is already stored; returns whether it was new.

@@ -31,6 +31,7 @@ pub struct EventSummaryRow {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub processed_at: Option<i64>,
+    pub endpoint: String,
 }
 
 /// Which event types a list shows.
@@ -56,6 +57,8 @@ pub struct EventFilter {
     pub status: Option<EventStatus>,
     pub event_type: Option<TypeFilter>,
     pub object_id: Option<String>,
+    /// The endpoint the events came through (`default` for `/webhooks/stripe`).
+    pub endpoint: Option<String>,
 }
 
 /// `LIKE` pattern matching `prefix` followed by anything, with `\` as the escape character.
@@ -98,6 +101,9 @@ pub fn list_events(
             }
             if let Some(object_id) = &filter.object_id {
                 query = query.filter(dsl::object_id.eq(object_id.clone()));
+            }
+            if let Some(endpoint) = &filter.endpoint {
+                query = query.filter(dsl::endpoint.eq(endpoint.clone()));
             }
             if let Some((created, id)) = after {
                 query = query.filter(

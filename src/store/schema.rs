@@ -18,6 +18,8 @@ diesel::table! {
         next_attempt_at_ms -> BigInt,
         last_error -> Nullable<Text>,
         processed_at -> Nullable<BigInt>,
+        endpoint -> Text,
+        secret_index -> Nullable<Integer>,
     }
 }
 
@@ -30,6 +32,7 @@ diesel::table! {
         default_payment_method_id -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        account -> Text,
     }
 }
 
@@ -74,6 +77,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         notify_sequence -> BigInt,
+        account -> Text,
     }
 }
 

@@ -207,6 +207,18 @@ pub(super) fn strategy(idempotency_key: &str) -> Result<RequestStrategy, ApiErro
     Ok(RequestStrategy::Idempotent(key))
 }
 
+/// Makes a request in the connected account `account` (`Stripe-Account`), when given; the
+/// platform's otherwise. Its idempotency key is unchanged: Stripe scopes keys per account.
+/// (A macro: async-stripe does not export the customizable request's type.)
+macro_rules! in_account {
+    ($request:expr, $account:expr) => {
+        match $account {
+            Some(account) => $request.account_id(stripe::AccountId::from(account)),
+            None => $request,
+        }
+    };
+}
+
 fn card_details(pm: PaymentMethod) -> PaymentMethodSummary {
     let card = pm.card.as_ref();
     PaymentMethodSummary {
@@ -247,6 +259,7 @@ impl StripeApi {
 
     pub async fn create_customer(
         &self,
+        account: Option<&str>,
         idempotency_key: &str,
         email: Option<&str>,
         customer_ref: Option<&str>,
@@ -258,35 +271,33 @@ impl StripeApi {
         if let Some(r) = customer_ref {
             req = req.metadata(HashMap::from([("customer_ref".to_owned(), r.to_owned())]));
         }
-        let customer = req
-            .customize()
-            .request_strategy(strategy(idempotency_key)?)
-            .send(&self.client)
-            .await?;
+        let request = req.customize().request_strategy(strategy(idempotency_key)?);
+        let customer = in_account!(request, account).send(&self.client).await?;
         log::debug!("stripe: created customer {}", customer.id);
         Ok(customer.id.as_str().to_owned())
     }
 
     pub async fn attach_payment_method(
         &self,
+        account: Option<&str>,
         idempotency_key: &str,
         payment_method_id: &str,
         customer_id: &str,
     ) -> Result<PaymentMethodSummary, ApiError> {
         check_id("payment_method_id", payment_method_id)?;
         check_id("customer_id", customer_id)?;
-        let pm = AttachPaymentMethod::new(payment_method_id)
+        let request = AttachPaymentMethod::new(payment_method_id)
             .customer(customer_id)
             .customize()
-            .request_strategy(strategy(idempotency_key)?)
-            .send(&self.client)
-            .await?;
+            .request_strategy(strategy(idempotency_key)?);
+        let pm = in_account!(request, account).send(&self.client).await?;
         log::debug!("stripe: attached {payment_method_id} to {customer_id}");
         Ok(card_details(pm))
     }
 
     pub async fn set_default_payment_method(
         &self,
+        account: Option<&str>,
         idempotency_key: &str,
         customer_id: &str,
         payment_method_id: &str,
@@ -295,40 +306,39 @@ impl StripeApi {
         check_id("payment_method_id", payment_method_id)?;
         let mut settings = UpdateCustomerInvoiceSettings::new();
         settings.default_payment_method = Some(payment_method_id.to_owned());
-        UpdateCustomer::new(customer_id)
+        let request = UpdateCustomer::new(customer_id)
             .invoice_settings(settings)
             .customize()
-            .request_strategy(strategy(idempotency_key)?)
-            .send(&self.client)
-            .await?;
+            .request_strategy(strategy(idempotency_key)?);
+        in_account!(request, account).send(&self.client).await?;
         log::debug!("stripe: default payment method of {customer_id} set to {payment_method_id}");
         Ok(())
     }
 
     pub async fn retrieve_payment_method(
         &self,
+        account: Option<&str>,
         payment_method_id: &str,
     ) -> Result<PaymentMethodSummary, ApiError> {
         check_id("payment_method_id", payment_method_id)?;
-        let pm = RetrievePaymentMethod::new(payment_method_id)
+        let request = RetrievePaymentMethod::new(payment_method_id)
             .customize()
-            .request_strategy(RequestStrategy::Once)
-            .send(&self.client)
-            .await?;
+            .request_strategy(RequestStrategy::Once);
+        let pm = in_account!(request, account).send(&self.client).await?;
         Ok(card_details(pm))
     }
 
     pub async fn detach_payment_method(
         &self,
+        account: Option<&str>,
         idempotency_key: &str,
         payment_method_id: &str,
     ) -> Result<(), ApiError> {
         check_id("payment_method_id", payment_method_id)?;
-        DetachPaymentMethod::new(payment_method_id)
+        let request = DetachPaymentMethod::new(payment_method_id)
             .customize()
-            .request_strategy(strategy(idempotency_key)?)
-            .send(&self.client)
-            .await?;
+            .request_strategy(strategy(idempotency_key)?);
+        in_account!(request, account).send(&self.client).await?;
         log::debug!("stripe: detached {payment_method_id}");
         Ok(())
     }
@@ -337,17 +347,17 @@ impl StripeApi {
     /// case payhook needs to reconcile.
     pub async fn list_card_payment_methods(
         &self,
+        account: Option<&str>,
         customer_id: &str,
     ) -> Result<Vec<PaymentMethodSummary>, ApiError> {
         check_id("customer_id", customer_id)?;
-        let list = ListPaymentMethod::new()
+        let request = ListPaymentMethod::new()
             .customer(customer_id)
             .type_(ListPaymentMethodType::Card)
             .limit(100)
             .customize()
-            .request_strategy(RequestStrategy::Once)
-            .send(&self.client)
-            .await?;
+            .request_strategy(RequestStrategy::Once);
+        let list = in_account!(request, account).send(&self.client).await?;
         Ok(list.data.into_iter().map(card_details).collect())
     }
 }

@@ -137,7 +137,15 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let envelope = Envelope {
         id,
         event_type: event_type.to_owned(),
-        created: parse_created(obj.get("created"))?,
+        // A thin (v2) event dates itself in RFC 3339: read by `super::thin` (see
+        // `crate::inbox::ingest`), not here.
+        created: if obj.get("object").and_then(Value::as_str)
+            == Some(super::thin::THIN_EVENT_OBJECT)
+        {
+            None
+        } else {
+            parse_created(obj.get("created"))?
+        },
         api_version: stored(Some(&value), "api_version", "api_version")?,
         livemode: obj
             .get("livemode")

@@ -121,11 +121,23 @@ impl StripeGateway {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<RestResponse, RestError> {
+        self.get_json_in(operation, path, query, None).await
+    }
+
+    /// As [`StripeGateway::get_json`], in a connected account: `scope` is the header that
+    /// names it (`Stripe-Account`, or `Stripe-Context` for v2 calls) and its id.
+    pub async fn get_json_in(
+        &self,
+        operation: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+        scope: Option<(&'static str, &str)>,
+    ) -> Result<RestResponse, RestError> {
         let Some(rest) = &self.rest else {
             return Err(ApiError::local("the Stripe REST client is not configured").into());
         };
         self.limiter.acquire().await;
-        let result = rest.get(path, query).await;
+        let result = rest.get_in(path, query, scope).await;
         self.record(operation, result.as_ref().err().map(|e| &e.error));
         result
     }

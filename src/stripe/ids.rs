@@ -99,6 +99,11 @@ stripe_id!(
     /// `cus_…`: a Customer at Stripe.
     CustomerId, "customer id", ["cus_"]
 );
+stripe_id!(
+    /// `acct_…`: a connected account (Connect), named by events' `account`, thin events'
+    /// `context` and the `Stripe-Account` header.
+    AccountId, "account id", ["acct_"]
+);
 
 /// The intent a checkout follows: the two kinds share one state machine.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

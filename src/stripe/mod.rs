@@ -9,6 +9,8 @@
 //! - [`rate_limit`]: the token bucket every Stripe call of the process draws from.
 //! - [`rest`]: GETs that need Stripe's headers or raw JSON (Events API, resync).
 //! - [`gateway`]: the client behind the token bucket: the way every call goes out.
+//! - [`thin`]: thin (v2) event notifications (pure).
+//! - [`objects`]: where the objects payhook fetches are served (pure).
 
 pub mod client;
 pub mod envelope;
@@ -16,7 +18,9 @@ pub mod gateway;
 pub mod ids;
 pub mod intents;
 mod json;
+pub mod objects;
 pub mod payload;
 pub mod rate_limit;
 pub mod rest;
 pub mod signature;
+pub mod thin;

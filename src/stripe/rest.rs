@@ -94,11 +94,26 @@ impl RestClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<RestResponse, RestError> {
-        let response = self
+        self.get_in(path, query, None).await
+    }
+
+    /// As [`RestClient::get`], in the connected account `scope` names, if any: its header
+    /// (`Stripe-Account` for v1 calls, `Stripe-Context` for v2 ones) and the account id.
+    pub async fn get_in(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        scope: Option<(&'static str, &str)>,
+    ) -> Result<RestResponse, RestError> {
+        let mut request = self
             .http
             .get(format!("{}{path}", self.base))
             .bearer_auth(self.key.expose())
-            .query(query)
+            .query(query);
+        if let Some((header, account)) = scope {
+            request = request.header(header, account);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| ApiError::unanswered(format!("transport: {}", e.without_url())))?;

@@ -466,10 +466,11 @@ async fn a_charge_and_its_webhook_agree_when_the_webhook_comes_first(backend: Ba
                 stripe_customer_id: Some("cus_order"),
                 created_at: 1,
                 updated_at: 1,
+                account: "",
             },
         )
         .expect("customer");
-        let id = customers::find_customer_by_ref(c, "user_order")
+        let id = customers::find_customer_by_ref(c, None, "user_order")
             .expect("find")
             .expect("customer")
             .id;

@@ -455,6 +455,10 @@ pub fn stored_event(body: &[u8]) -> payhook::store::events::NewWebhookEvent {
         object_type: envelope.object_type,
         payload: String::from_utf8(body.to_vec()).expect("UTF-8"),
         received_at: 0,
+        endpoint: "default".to_owned(),
+        secret_index: None,
+        status: payhook::store::events::EventStatus::Pending,
+        last_error: None,
     }
 }
 

@@ -202,10 +202,13 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
         "stale_timestamp",
     ] {
         assert!(
-            before.has(requests, &[("outcome", outcome)]),
+            before.has(requests, &[("endpoint", "default"), ("outcome", outcome)]),
             "{outcome} exists from the start"
         );
-        assert_eq!(before.value(requests, &[("outcome", outcome)]), 0.0);
+        assert_eq!(
+            before.value(requests, &[("endpoint", "default"), ("outcome", outcome)]),
+            0.0
+        );
     }
     // A dashboard's rate() needs the Stripe-call series before the first call.
     let stripe = "payhook_stripe_requests_total";
@@ -277,16 +280,20 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
     let Some(after) = scrape(&app).await else {
         return;
     };
-    let count = |outcome: &str| after.value(requests, &[("outcome", outcome)]);
+    let count =
+        |outcome: &str| after.value(requests, &[("endpoint", "default"), ("outcome", outcome)]);
     assert_eq!(count("accepted"), 4.0);
     assert_eq!(count("duplicate"), 1.0);
     assert_eq!(count("missing_signature_header"), 1.0);
     assert_eq!(count("signature_mismatch"), 1.0);
     assert_eq!(count("stale_timestamp"), 1.0);
     let matched = "payhook_signing_secret_matched_total";
-    assert_eq!(after.value(matched, &[("index", "0")]), 1.0);
     assert_eq!(
-        after.value(matched, &[("index", "1")]),
+        after.value(matched, &[("endpoint", "default"), ("index", "0")]),
+        1.0
+    );
+    assert_eq!(
+        after.value(matched, &[("endpoint", "default"), ("index", "1")]),
         4.0,
         "duplicates included, stale signatures not"
     );
@@ -298,7 +305,10 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
     // Read from the database at scrape time: nothing is applied yet.
     assert_eq!(after.value("payhook_events_pending", &[]), 4.0);
     assert_eq!(
-        after.value("payhook_events_total", &[("status", "processed")]),
+        after.value(
+            "payhook_events_total",
+            &[("endpoint", "default"), ("status", "processed")]
+        ),
         0.0
     );
 
@@ -307,9 +317,18 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
         return;
     };
     let events = "payhook_events_total";
-    assert_eq!(applied.value(events, &[("status", "processed")]), 3.0);
-    assert_eq!(applied.value(events, &[("status", "ignored")]), 1.0);
-    assert_eq!(applied.value(events, &[("status", "failed")]), 0.0);
+    assert_eq!(
+        applied.value(events, &[("endpoint", "default"), ("status", "processed")]),
+        3.0
+    );
+    assert_eq!(
+        applied.value(events, &[("endpoint", "default"), ("status", "ignored")]),
+        1.0
+    );
+    assert_eq!(
+        applied.value(events, &[("endpoint", "default"), ("status", "failed")]),
+        0.0
+    );
     assert_eq!(applied.value("payhook_events_pending", &[]), 0.0);
     assert_eq!(applied.value("payhook_event_lag_seconds_count", &[]), 4.0);
     assert!(applied.value("payhook_event_lag_seconds_sum", &[]) >= 4.0 * 4.0);
@@ -323,8 +342,17 @@ async fn every_delivery_is_counted_once_by_outcome_and_secret(backend: Backend) 
     // Nothing was counted twice by settling again.
     app.settle().await;
     let again = scrape(&app).await.unwrap();
-    assert_eq!(again.value(events, &[("status", "processed")]), 3.0);
-    assert_eq!(again.value(requests, &[("outcome", "accepted")]), 4.0);
+    assert_eq!(
+        again.value(events, &[("endpoint", "default"), ("status", "processed")]),
+        3.0
+    );
+    assert_eq!(
+        again.value(
+            requests,
+            &[("endpoint", "default"), ("outcome", "accepted")]
+        ),
+        4.0
+    );
 }
 both_backends!(every_delivery_is_counted_once_by_outcome_and_secret);
 

@@ -292,6 +292,7 @@ async fn the_cli_lists_failed_notifications_and_retries_them(backend: Backend) {
             last_error_message: None,
             created_at: 1,
             updated_at: 1,
+            account: String::new(),
         };
         assert!(checkouts::insert_checkout(&mut conn, &row).expect("insert"));
         for sequence in [1, 2] {

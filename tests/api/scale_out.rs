@@ -688,7 +688,7 @@ impl SideEffects {
             payhook::store::outbox::list_items(conn, payhook::outbox::save_card::KIND).unwrap();
         let mut local = HashMap::new();
         for card in cards {
-            if let Some(found) = customers::find_customer_by_ref(conn, &card.user).unwrap() {
+            if let Some(found) = customers::find_customer_by_ref(conn, None, &card.user).unwrap() {
                 local.insert(card.user.clone(), found);
             }
         }

@@ -242,6 +242,7 @@ async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
         last_error_message: None,
         created_at: 10,
         updated_at: 10,
+        account: String::new(),
     };
     assert!(insert_checkout(&mut conn, &original).expect("insert"));
     use payhook::store::customers::{find_customer_by_ref, insert_customer, NewCustomer};
@@ -251,9 +252,10 @@ async fn updating_a_checkout_writes_every_changing_column(backend: Backend) {
         stripe_customer_id: None,
         created_at: 1,
         updated_at: 1,
+        account: "",
     };
     insert_customer(&mut conn, &customer).expect("customer");
-    let customer_id = find_customer_by_ref(&mut conn, "u_update")
+    let customer_id = find_customer_by_ref(&mut conn, None, "u_update")
         .expect("query")
         .expect("customer")
         .id;

@@ -156,7 +156,7 @@ pub(crate) async fn keys_of(
 }
 
 fn local_customer_id(app: &TestApp) -> i64 {
-    app.with_conn(|c| customers::find_customer_by_ref(c, "user_test").expect("query"))
+    app.with_conn(|c| customers::find_customer_by_ref(c, None, "user_test").expect("query"))
         .expect("customer")
         .id
 }

@@ -17,7 +17,7 @@ fn id(v: &Value) -> String {
 }
 
 fn local_customer_by_ref(app: &TestApp, customer_ref: &str) -> CustomerRow {
-    app.with_conn(|c| customers::find_customer_by_ref(c, customer_ref).expect("query"))
+    app.with_conn(|c| customers::find_customer_by_ref(c, None, customer_ref).expect("query"))
         .expect("local customer")
 }
 
@@ -320,7 +320,9 @@ async fn the_billing_email_finds_the_customer_when_the_intent_names_none(backend
     .await;
     wait_for_action(&app, &format!("save_card:{}", id(&seti)), "done").await;
     let customer = app
-        .with_conn(|c| customers::find_customer_by_email(c, "eve@example.com").expect("query"))
+        .with_conn(|c| {
+            customers::find_customer_by_email(c, None, "eve@example.com").expect("query")
+        })
         .expect("customer found by billing email");
     assert_saved(&fake, &app, &customer, &pm).await;
     assert_eq!(checkout(&app, &id(&seti)).customer_id, Some(customer.id));

@@ -132,13 +132,21 @@ async fn list_events(
     authorize(&req, &state)?;
     let mut params = query_params(
         &req,
-        &["status", "type", "object_id", "limit", "starting_after"],
+        &[
+            "status",
+            "type",
+            "object_id",
+            "endpoint",
+            "limit",
+            "starting_after",
+        ],
     )?;
     let query = EventQuery {
         limit: limit_param(&mut params)?,
         status: params.remove("status"),
         event_type: params.remove("type"),
         object_id: params.remove("object_id"),
+        endpoint: params.remove("endpoint"),
         starting_after: params.remove("starting_after"),
     };
     let page = read(&state, move |conn| ops::events::list(conn, &query)).await?;
@@ -270,11 +278,13 @@ async fn resync(
     stripe_id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
+    let account = super::stripe_account::stripe_account(&req)?;
     let resynced = ops::resync::resync(
         &state.pool,
         state.admin.stripe.as_deref(),
         &state.metrics,
         &stripe_id,
+        account.as_ref(),
     )
     .await?;
     Ok(HttpResponse::Ok().json(resynced))

@@ -1,0 +1,2 @@
+ALTER TABLE webhook_events DROP COLUMN secret_index;
+ALTER TABLE webhook_events DROP COLUMN endpoint;
