@@ -210,6 +210,18 @@ struct Shared {
     next: AtomicU64,
     start: Instant,
     deadline: Instant,
+    /// Unix seconds when the run began: events' `created` count from it.
+    started_secs: i64,
+}
+
+impl Shared {
+    /// Event `n`'s `created`: fixed per event (a re-delivery must carry the very body Stripe
+    /// sent first, or payhook rightly reports a duplicate with another body), growing with `n`
+    /// over the run's planned duration, so never far ahead of the signature's `t`.
+    fn created_of(&self, n: u64) -> i64 {
+        let share = n as f64 / self.args.count.max(1) as f64;
+        self.started_secs + (share * self.args.duration) as i64
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -240,6 +252,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         run,
         next: AtomicU64::new(0),
         start,
+        started_secs: payhook::store::now_secs(),
     });
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|worker| tokio::spawn(connection(shared.clone(), worker)))
@@ -351,7 +364,7 @@ async fn connection(shared: Arc<Shared>, worker: usize) -> Tally {
             args.mix,
             args.objects,
             args.payload_bytes,
-            now,
+            shared.created_of(event_n),
         );
         let signature = header_for(body.as_bytes(), &args.secret, now);
         request.clear();
