@@ -3,18 +3,21 @@
 //! Admission parses the envelope on the hot path and must accept every API version (2018 to
 //! today): only `id` and `type` are required. What it accepts, the apply step must be able
 //! to read, and the database must be able to store, on both backends. So the door refuses:
-//! - a body the apply step's parser refuses: the whole body is parsed as apply parses it
-//!   (`serde_json::Value`), so nesting deeper than serde_json's recursion limit and lone
-//!   UTF-16 surrogates (`"\ud800"`) are refused here, not found later as a `failed` event;
+//! - a body the apply step's parser refuses: the whole body is read as apply reads it (as a
+//!   `serde_json::Value`, without building one: see [`super::json_walk`]), so nesting deeper
+//!   than serde_json's recursion limit and lone UTF-16 surrogates (`"\ud800"`) are refused
+//!   here, not found later as a `failed` event;
 //! - a stored envelope string (see [`check_storable`]) that PostgreSQL cannot store (a NUL)
 //!   or that is oversized or unprintable, whichever backend runs;
 //! - a `created` that is not a non-negative integer;
 //! - an object that is not what the event type names (see [`OBJECT_OF_TYPE`]).
 
-use serde_json::Value;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ids::EventId;
-use super::json::str_field;
+use super::json_walk::{Scalar, Skip};
 
 /// The longest envelope string payhook stores (type, object id, account, API version).
 pub const MAX_FIELD_BYTES: usize = 255;
@@ -110,60 +113,181 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(EnvelopeError::NotJson("not a JSON object".into()));
     }
-    // The whole body, as the apply step parses it (module docs).
-    let value: Value =
+    // The whole body is read as the apply step reads it (module docs), in one pass that
+    // keeps only the envelope's fields (see `super::json_walk`).
+    let top: Top =
         serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| EnvelopeError::NotJson("not an object".into()))?;
-    let id = obj
-        .get("id")
-        .and_then(Value::as_str)
+    let id = top
+        .id
+        .as_ref()
+        .and_then(Scalar::as_str)
         .ok_or(EnvelopeError::MissingId)?;
     let id = EventId::parse(id).map_err(|e| EnvelopeError::BadId(e.to_string()))?;
-    let event_type = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
+    let event_type = top
+        .event_type
+        .as_ref()
+        .and_then(Scalar::non_empty_str)
         .ok_or(EnvelopeError::MissingType)?;
     check_storable("type", event_type)?;
-    let object = value.pointer("/data/object");
-    let stored = |parent: Option<&Value>, key: &str, field: &'static str| {
-        parent
-            .and_then(|p| str_field(p, key))
+    let stored = |value: Option<&Scalar>, field: &'static str| {
+        value
+            .and_then(Scalar::non_empty_str)
             .map(|s| check_storable(field, s).map(|()| s.to_owned()))
             .transpose()
     };
+    let object = top.data.as_ref().and_then(|data| data.object.as_ref());
     let envelope = Envelope {
         id,
         event_type: event_type.to_owned(),
         // A thin (v2) event dates itself in RFC 3339: read by `super::thin` (see
         // `crate::inbox::ingest`), not here.
-        created: if obj.get("object").and_then(Value::as_str)
+        created: if top.object.as_ref().and_then(Scalar::as_str)
             == Some(super::thin::THIN_EVENT_OBJECT)
         {
             None
         } else {
-            parse_created(obj.get("created"))?
+            parse_created(top.created.as_ref())?
         },
-        api_version: stored(Some(&value), "api_version", "api_version")?,
-        livemode: obj
-            .get("livemode")
-            .and_then(Value::as_bool)
+        api_version: stored(top.api_version.as_ref(), "api_version")?,
+        livemode: top
+            .livemode
+            .as_ref()
+            .and_then(Scalar::as_bool)
             .unwrap_or(false),
-        account: stored(Some(&value), "account", "account")?,
-        object_id: stored(object, "id", "data.object.id")?,
-        object_type: stored(object, "object", "data.object.object")?,
+        account: stored(top.account.as_ref(), "account")?,
+        object_id: stored(object.and_then(|o| o.id.as_ref()), "data.object.id")?,
+        object_type: stored(object.and_then(|o| o.object.as_ref()), "data.object.object")?,
     };
     check_object_matches_type(&envelope)?;
     Ok(envelope)
 }
 
+/// The envelope's fields of an event body, every other part read and dropped. A key given
+/// twice counts once, with its last value, as in a `serde_json::Value` object.
+#[derive(Default)]
+struct Top<'a> {
+    id: Option<Scalar<'a>>,
+    event_type: Option<Scalar<'a>>,
+    created: Option<Scalar<'a>>,
+    api_version: Option<Scalar<'a>>,
+    livemode: Option<Scalar<'a>>,
+    account: Option<Scalar<'a>>,
+    object: Option<Scalar<'a>>,
+    data: Option<Data<'a>>,
+}
+
+/// `data`: only its `object` matters, when `data` is an object.
+#[derive(Default)]
+struct Data<'a> {
+    object: Option<DataObject<'a>>,
+}
+
+/// `data.object`: its `id` and `object`, when it is an object.
+#[derive(Default)]
+struct DataObject<'a> {
+    id: Option<Scalar<'a>>,
+    object: Option<Scalar<'a>>,
+}
+
+/// Reads a JSON object field by field into `T`, or any other JSON value into `T::default()`,
+/// through `deserialize_any` so that nesting counts against serde_json's recursion limit
+/// exactly as it does for a `Value`.
+macro_rules! object_reader {
+    ($ty:ident, $what:literal, |$target:ident, $key:ident, $map:ident| $body:block) => {
+        impl<'de> Deserialize<'de> for $ty<'de> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> Visitor<'de> for ObjectVisitor {
+                    type Value = $ty<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut $map: A,
+                    ) -> Result<Self::Value, A::Error> {
+                        let mut $target = $ty::default();
+                        while let Some(key) = $map.next_key::<Scalar<'de>>()? {
+                            let $key = key.as_str().unwrap_or_default();
+                            $body
+                        }
+                        Ok($target)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<Self::Value, A::Error> {
+                        while seq.next_element::<Skip>()?.is_some() {}
+                        Ok($ty::default())
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                    fn visit_none<E>(self) -> Result<Self::Value, E> {
+                        Ok($ty::default())
+                    }
+                }
+                deserializer.deserialize_any(ObjectVisitor)
+            }
+        }
+    };
+}
+
+object_reader!(Top, "a Stripe event", |top, key, map| {
+    match key {
+        "id" => top.id = Some(map.next_value()?),
+        "type" => top.event_type = Some(map.next_value()?),
+        "created" => top.created = Some(map.next_value()?),
+        "api_version" => top.api_version = Some(map.next_value()?),
+        "livemode" => top.livemode = Some(map.next_value()?),
+        "account" => top.account = Some(map.next_value()?),
+        "object" => top.object = Some(map.next_value()?),
+        "data" => top.data = Some(map.next_value()?),
+        _ => {
+            map.next_value::<Skip>()?;
+        }
+    }
+});
+
+object_reader!(Data, "an event's data", |data, key, map| {
+    match key {
+        "object" => data.object = Some(map.next_value()?),
+        _ => {
+            map.next_value::<Skip>()?;
+        }
+    }
+});
+
+object_reader!(DataObject, "an event's object", |object, key, map| {
+    match key {
+        "id" => object.id = Some(map.next_value()?),
+        "object" => object.object = Some(map.next_value()?),
+        _ => {
+            map.next_value::<Skip>()?;
+        }
+    }
+});
+
 /// `created`: absent (or null), or a JSON integer ≥ 0. Not a float, a string or a negative
 /// number: it orders an object's events, and a wrong one makes later events `stale`.
-fn parse_created(created: Option<&Value>) -> Result<Option<i64>, EnvelopeError> {
+fn parse_created(created: Option<&Scalar>) -> Result<Option<i64>, EnvelopeError> {
     match created {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Scalar::Null) => Ok(None),
         Some(v) => v
             .as_u64()
             .and_then(|n| i64::try_from(n).ok())
@@ -198,6 +322,8 @@ fn check_object_matches_type(envelope: &Envelope) -> Result<(), EnvelopeError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -369,7 +495,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -420,6 +546,7 @@ mod properties {
                     "livemode",
                     "account",
                     "object",
+                    "request",
                 ]),
                 value,
             ),
@@ -428,8 +555,131 @@ mod properties {
         .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
     }
 
+    /// The envelope as it was read before the one-pass reader: through a whole
+    /// `serde_json::Value`, the tree the apply step builds. The reader must agree with it on
+    /// every input (see `the_one_pass_reader_agrees_with_the_value_reader`).
+    fn by_value(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+        use crate::stripe::json::str_field;
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EnvelopeError::NotJson("not a JSON object".into()));
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let obj = value.as_object().expect("an object");
+        let id = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(EnvelopeError::MissingId)?;
+        let id = EventId::parse(id).map_err(|e| EnvelopeError::BadId(e.to_string()))?;
+        let event_type = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or(EnvelopeError::MissingType)?;
+        check_storable("type", event_type)?;
+        let object = value.pointer("/data/object");
+        let stored = |parent: Option<&Value>, key: &str, field: &'static str| {
+            parent
+                .and_then(|p| str_field(p, key))
+                .map(|s| check_storable(field, s).map(|()| s.to_owned()))
+                .transpose()
+        };
+        let created = if obj.get("object").and_then(Value::as_str)
+            == Some(crate::stripe::thin::THIN_EVENT_OBJECT)
+        {
+            None
+        } else {
+            match obj.get("created") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|n| i64::try_from(n).ok())
+                        .ok_or_else(|| EnvelopeError::BadCreated(v.to_string()))?,
+                ),
+            }
+        };
+        let envelope = Envelope {
+            id,
+            event_type: event_type.to_owned(),
+            created,
+            api_version: stored(Some(&value), "api_version", "api_version")?,
+            livemode: obj
+                .get("livemode")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            account: stored(Some(&value), "account", "account")?,
+            object_id: stored(object, "id", "data.object.id")?,
+            object_type: stored(object, "object", "data.object.object")?,
+        };
+        check_object_matches_type(&envelope)?;
+        Ok(envelope)
+    }
+
+    fn same_verdict(body: &[u8]) -> Result<(), TestCaseError> {
+        match (parse_envelope(body), by_value(body)) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.kind(), b.kind(), "{} / {}", a, b),
+            (a, b) => prop_assert!(
+                false,
+                "{:?} against {:?} for {}",
+                a,
+                b,
+                String::from_utf8_lossy(body)
+            ),
+        }
+        Ok(())
+    }
+
+    /// Pieces that JSON readers disagree on, spliced into event-shaped bodies.
+    const TRICKY: &[&str] = &[
+        r#""\ud800""#,
+        r#""\udc00\ud800""#,
+        r#""\ud83d\ude00""#,
+        r#""a\u0000b""#,
+        "1e400",
+        "-1e400",
+        "1e-400",
+        "-0",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.0",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        r#"{"object":{"id":"pi_9","object":"payment_intent"}}"#,
+        r#""payment_intent""#,
+        r#""evt_9""#,
+        "\"\u{1}\"",
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn the_one_pass_reader_agrees_with_the_value_reader(
+            event in event_like(),
+            splice in prop::option::of((any::<prop::sample::Index>(), prop::sample::select(TRICKY))),
+        ) {
+            let body = serde_json::to_vec(&event).expect("serialize");
+            same_verdict(&body)?;
+            // A tricky piece in place of some value: after a `:` or a `[`, or anywhere.
+            if let Some((at, piece)) = splice {
+                let text = String::from_utf8(body).expect("utf-8");
+                let cuts: Vec<usize> = text.match_indices([':', '[']).map(|(i, _)| i + 1).collect();
+                let cut = if cuts.is_empty() { at.index(text.len() + 1) } else { cuts[at.index(cuts.len())] };
+                if text.is_char_boundary(cut) {
+                    let (head, tail) = text.split_at(cut);
+                    // Replace the value that starts there when it is a scalar, else insert.
+                    let end = tail.find([',', '}', ']']).filter(|&e| !tail[..e].contains(['{', '[', '"'])).unwrap_or(0);
+                    let spliced = format!("{head}{piece}{}", &tail[end..]);
+                    same_verdict(spliced.as_bytes())?;
+                }
+            }
+        }
+
+        #[test]
+        fn the_one_pass_reader_agrees_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            same_verdict(&body)?;
+        }
 
         #[test]
         fn the_parser_never_panics_on_any_bytes(body in prop::collection::vec(any::<u8>(), 0..300)) {

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod ids;
 pub mod intents;
 mod json;
+pub mod json_walk;
 pub mod objects;
 pub mod payload;
 pub mod rate_limit;
