@@ -99,14 +99,13 @@ pub(super) fn apply_intent(
     if let Some(pm) = &view.error_payment_method {
         record_payment_method(conn, pm, customer.as_ref(), None, now)?;
     } else if let Some(pm_id) = &view.payment_method {
-        if payment_methods::find_payment_method(conn, pm_id.as_str())?.is_none() {
-            let mut row = PaymentMethodRow::new(pm_id.as_str(), now);
-            row.customer_id = customer.as_ref().map(|c| c.id);
-            row.stripe_customer_id = view.customer.as_ref().map(|c| c.to_string());
-            // If-absent: a concurrent payment_method.* event may be recording the details
-            // right now, and this bare row must not overwrite them.
-            payment_methods::insert_payment_method_if_absent(conn, &row)?;
-        }
+        let mut row = PaymentMethodRow::new(pm_id.as_str(), now);
+        row.customer_id = customer.as_ref().map(|c| c.id);
+        row.stripe_customer_id = view.customer.as_ref().map(|c| c.to_string());
+        // If-absent, in one statement (no look first: a round trip per event on
+        // PostgreSQL): a stored card, or one a concurrent payment_method.* event is
+        // recording right now, keeps its details.
+        payment_methods::insert_payment_method_if_absent(conn, &row)?;
     }
 
     let created = cause.created;

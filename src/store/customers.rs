@@ -71,6 +71,32 @@ pub fn find_customer_by_stripe_id(
         .optional())?)
 }
 
+/// The customers of `stripe_id` and of `customer_ref` in `account`, in one query (one round
+/// trip instead of two on PostgreSQL); one customer may be both.
+pub fn find_customers_by_stripe_id_and_ref(
+    conn: &mut Conn,
+    stripe_id: &str,
+    account: Option<&str>,
+    customer_ref: &str,
+) -> StoreResult<(Option<CustomerRow>, Option<CustomerRow>)> {
+    let rows: Vec<CustomerRow> = with_conn!(conn, c => dsl::customers
+        .filter(
+            dsl::stripe_customer_id.eq(stripe_id).or(dsl::account
+                .eq(account_key(account))
+                .and(dsl::customer_ref.eq(customer_ref))),
+        )
+        .select(CustomerRow::as_select())
+        .load(c))?;
+    let by_stripe_id = rows
+        .iter()
+        .find(|r| r.stripe_customer_id.as_deref() == Some(stripe_id))
+        .cloned();
+    let by_ref = rows.into_iter().find(|r| {
+        r.account == account_key(account) && r.customer_ref.as_deref() == Some(customer_ref)
+    });
+    Ok((by_stripe_id, by_ref))
+}
+
 /// The customer of `customer_ref` in `account` (`None`: the platform).
 pub fn find_customer_by_ref(
     conn: &mut Conn,
@@ -183,18 +209,17 @@ pub fn resolve(
     rule: ByEmail,
     now: i64,
 ) -> StoreResult<Option<CustomerRow>> {
-    let by_stripe_id = match names.stripe_customer_id {
-        Some(id) => find_customer_by_stripe_id(conn, id)?,
-        None => None,
+    let (by_stripe_id, by_ref) = match (names.stripe_customer_id, names.customer_ref) {
+        (Some(id), Some(r)) => find_customers_by_stripe_id_and_ref(conn, id, names.account, r)?,
+        (Some(id), None) => (find_customer_by_stripe_id(conn, id)?, None),
+        (None, Some(r)) => (None, find_customer_by_ref(conn, names.account, r)?),
+        (None, None) => (None, None),
     };
     // The ref's holder matters only when the ref may be linked or looked up by itself.
     let ref_matters = by_stripe_id
         .as_ref()
         .is_none_or(|c| c.customer_ref.is_none());
-    let by_ref = match names.customer_ref {
-        Some(r) if ref_matters => find_customer_by_ref(conn, names.account, r)?,
-        _ => None,
-    };
+    let by_ref = by_ref.filter(|_| ref_matters);
     let by_email = match names {
         Names {
             email: Some(email),

@@ -216,6 +216,10 @@ impl Pool {
         })
     }
 
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     /// Whether another writer of this process is waiting for the SQLite write lock. A long
     /// transaction checks this between units of work and commits early when it is true.
     /// Always false on PostgreSQL, where writers do not queue behind one lock.
