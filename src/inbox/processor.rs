@@ -239,8 +239,11 @@ fn run_batch(
             at_ms: now,
             ..BatchReport::default()
         };
-        // Outcomes are written together when the batch ends (same transaction, so still
-        // atomic with each event's effects); see `events::finish_events`.
+        // On PostgreSQL outcomes are written together when the batch ends (same transaction,
+        // so still atomic with each event's effects; see `events::finish_events`). SQLite
+        // has no round trip to save and writes each as it is known, so that a batch which
+        // yields to admission commits at once instead of first writing every outcome.
+        let outcomes_at_end = conn.is_postgres();
         let mut finished = Vec::with_capacity(due.len());
         let read_ahead = read_ahead(conn);
         let mut read: HashMap<String, events::WebhookEvent> = HashMap::new();
@@ -331,6 +334,10 @@ fn run_batch(
                     finished.push(finish(EventStatus::Failed, Some(reason)));
                 }
                 Err(e) => record_failure(conn, config, event, attempts, &e, now, &mut report)?,
+            }
+            if !outcomes_at_end {
+                events::finish_events(conn, &finished, now / 1000)?;
+                finished.clear();
             }
             if n + 1 < due.len() && yield_now() {
                 report.yielded = true;
