@@ -1,5 +1,7 @@
 //! Connect (API.md section 4): everything payhook does for a connected account's event
-//! happens in that account: Stripe calls carry `Stripe-Account`, customers belong to it.
+//! happens in that account: Stripe calls carry `Stripe-Account`, customers belong to it. The
+//! app API acts in the account its `Stripe-Account` header names (reads and writes, with
+//! Idempotency-Keys per account).
 
 use payhook::config::{EndpointKind, LivemodePolicy};
 use payhook::store::customers::CustomerRow;
@@ -170,6 +172,18 @@ async fn api_in(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    api_keyed(app, account, None, method, path, body).await
+}
+
+/// As [`api_in`], with an `Idempotency-Key` when given.
+async fn api_keyed(
+    app: &TestApp,
+    account: Option<&str>,
+    idempotency_key: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let url = format!("{}{path}", app.address);
     let mut request = match method {
         "GET" => app.client.get(url),
@@ -178,6 +192,9 @@ async fn api_in(
     request = request.bearer_auth(crate::app_support::TOKEN);
     if let Some(account) = account {
         request = request.header("Stripe-Account", account);
+    }
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
     }
     if let Some(body) = body {
         request = request.json(&body);
@@ -294,15 +311,276 @@ async fn the_app_api_acts_in_the_account_its_stripe_account_header_names(backend
         body["message"].as_str().unwrap().contains("Stripe-Account"),
         "{body}"
     );
-    // Creating in a connected account is refused rather than done in the platform.
-    let (status, _) = api_in(
+    // Writes too: a header that names no account is refused before anything is made.
+    let (status, body) = api_in(
         &app,
-        Some("acct_A"),
+        Some("nope"),
         "POST",
         "/api/v1/checkouts",
         Some(json!({"mode": "setup", "customer_ref": "user_test"})),
     )
     .await;
-    assert_eq!(status, 422);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("Stripe-Account"),
+        "{body}"
+    );
 }
 both_backends!(the_app_api_acts_in_the_account_its_stripe_account_header_names);
+
+/// The calls the fake logged for `/v1/…` after the first `before`.
+async fn stripe_calls_since(fake: &FakeStripe, before: usize) -> Vec<Value> {
+    logged(fake, "/v1").await.into_iter().skip(before).collect()
+}
+
+fn paths(calls: &[Value]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["method"].as_str().unwrap(),
+                c["path"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn a_checkout_created_with_stripe_account_is_made_in_that_account_and_seen_only_there(
+    backend: Backend,
+) {
+    let Some(fake) = FakeStripe::start("connect_api_checkout") else {
+        return;
+    };
+    let app = spawn_app_on(backend, |c| {
+        stripe_config(c, &fake.base_url);
+        crate::app_support::api_config(c, None, 50);
+    })
+    .await;
+    let body = json!({"mode": "payment", "amount": 1099, "currency": "usd",
+                      "customer_ref": "user_conn", "email": "conn@example.com"});
+    let before = logged(&fake, "/v1").await.len();
+    let (status, created) = api_keyed(
+        &app,
+        Some("acct_A"),
+        Some("key-1"),
+        "POST",
+        "/api/v1/checkouts",
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let pi = created["intent_id"].as_str().unwrap().to_owned();
+    // Every Stripe call it made (the customer, the intent) was made in acct_A.
+    let calls = stripe_calls_since(&fake, before).await;
+    assert_eq!(
+        paths(&calls),
+        ["POST /v1/customers", "POST /v1/payment_intents"],
+        "{calls:#?}"
+    );
+    for call in &calls {
+        assert_eq!(call["headers"]["Stripe-Account"], "acct_A", "{call}");
+        assert!(call["status"].as_u64().is_some_and(|s| s < 300), "{call}");
+    }
+    let at_stripe = fake_get_as(&fake, "acct_A", &format!("/v1/payment_intents/{pi}")).await;
+    assert_eq!(at_stripe["metadata"]["checkout_id"], id.as_str());
+    let customers = customers_of(&app, "user_conn");
+    assert_eq!(customers.len(), 1, "{customers:?}");
+    assert_eq!(customers[0].account, "acct_A");
+    assert_eq!(
+        at_stripe["customer"],
+        json!(customers[0].stripe_customer_id)
+    );
+    assert_eq!(app.checkout(&pi).expect("checkout").account, "acct_A");
+
+    // Seen in acct_A only.
+    let path = format!("/api/v1/checkouts/{id}");
+    let (status, seen) = api_in(&app, Some("acct_A"), "GET", &path, None).await;
+    assert_eq!(
+        (status, seen["intent_id"].as_str()),
+        (200, Some(pi.as_str()))
+    );
+    assert_eq!(api_in(&app, None, "GET", &path, None).await.0, 404);
+    assert_eq!(
+        api_in(&app, Some("acct_B"), "GET", &path, None).await.0,
+        404
+    );
+
+    // Idempotency-Keys are per account: the same key and body in acct_B is another
+    // checkout (with acct_B's own customer for user_conn); in acct_A it is a replay.
+    let (status, other) = api_keyed(
+        &app,
+        Some("acct_B"),
+        Some("key-1"),
+        "POST",
+        "/api/v1/checkouts",
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{other}");
+    assert_ne!(other["id"], created["id"]);
+    assert_ne!(other["intent_id"], created["intent_id"]);
+    let before = logged(&fake, "/v1").await.len();
+    let (status, replay) = api_keyed(
+        &app,
+        Some("acct_A"),
+        Some("key-1"),
+        "POST",
+        "/api/v1/checkouts",
+        Some(body),
+    )
+    .await;
+    assert_eq!((status, &replay["id"]), (200, &created["id"]), "{replay}");
+    assert!(stripe_calls_since(&fake, before).await.is_empty());
+    let accounts: Vec<String> = customers_of(&app, "user_conn")
+        .into_iter()
+        .map(|c| c.account)
+        .collect();
+    assert_eq!(accounts, ["acct_A", "acct_B"]);
+
+    // Canceling: another account's checkout is not found; in its own account the cancel is
+    // made there.
+    let cancel = format!("/api/v1/checkouts/{id}/cancel");
+    assert_eq!(api_in(&app, None, "POST", &cancel, None).await.0, 404);
+    assert_eq!(
+        api_in(&app, Some("acct_B"), "POST", &cancel, None).await.0,
+        404
+    );
+    let before = logged(&fake, "/v1").await.len();
+    let (status, canceled) = api_in(&app, Some("acct_A"), "POST", &cancel, None).await;
+    assert_eq!(
+        (status, canceled["state"].as_str()),
+        (200, Some("canceled")),
+        "{canceled}"
+    );
+    let calls = stripe_calls_since(&fake, before).await;
+    assert_eq!(
+        paths(&calls),
+        [format!("POST /v1/payment_intents/{pi}/cancel")]
+    );
+    assert_eq!(calls[0]["headers"]["Stripe-Account"], "acct_A");
+    assert_eq!(calls[0]["status"], 200, "{calls:#?}");
+}
+both_backends!(a_checkout_created_with_stripe_account_is_made_in_that_account_and_seen_only_there);
+
+async fn an_off_session_charge_is_made_in_the_account_it_names_with_keys_per_account(
+    backend: Backend,
+) {
+    let Some(fake) = FakeStripe::start("connect_api_charge") else {
+        return;
+    };
+    let app = spawn_app_on(backend, |c| {
+        stripe_config(c, &fake.base_url);
+        crate::app_support::api_config(c, None, 50);
+        c.named_endpoints = vec![endpoint(
+            "connect",
+            &[CONNECT_SECRET],
+            EndpointKind::Connect,
+            LivemodePolicy::Any,
+        )];
+    })
+    .await;
+    // user_shared has a saved default card in the platform and another in acct_A.
+    let platform_seti = saved_setup_intent(&fake, None, "user_shared").await;
+    let connected_seti = saved_setup_intent(&fake, Some("acct_A"), "user_shared").await;
+    app.deliver(&bytes(&event_for(
+        "evt_charge_platform_seti",
+        "setup_intent.succeeded",
+        &platform_seti,
+    )))
+    .await;
+    let mut event = event_for(
+        "evt_charge_acct_a_seti",
+        "setup_intent.succeeded",
+        &connected_seti,
+    );
+    event["account"] = json!("acct_A");
+    assert_eq!(
+        post_to(&app, "connect", &bytes(&event), CONNECT_SECRET)
+            .await
+            .0,
+        200
+    );
+    app.settle().await;
+    let customers = customers_of(&app, "user_shared");
+    assert_eq!(customers.len(), 2, "{customers:?}");
+    assert!(customers
+        .iter()
+        .all(|c| c.default_payment_method_id.is_some()));
+
+    let path = "/api/v1/customers/user_shared/charges";
+    let charge = json!({"amount": 2000, "currency": "usd"});
+    let before = logged(&fake, "/v1").await.len();
+    let (status, in_a) = api_keyed(
+        &app,
+        Some("acct_A"),
+        Some("charge-1"),
+        "POST",
+        path,
+        Some(charge.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{in_a}");
+    assert_eq!(in_a["state"], "succeeded", "{in_a}");
+    assert_eq!(in_a["payment_method"], connected_seti["payment_method"]);
+    let calls = stripe_calls_since(&fake, before).await;
+    assert_eq!(paths(&calls), ["POST /v1/payment_intents"], "{calls:#?}");
+    assert_eq!(calls[0]["headers"]["Stripe-Account"], "acct_A");
+    assert_eq!(calls[0]["status"], 200, "{calls:#?}");
+    let pi = in_a["intent_id"].as_str().unwrap();
+    let at_stripe = fake_get_as(&fake, "acct_A", &format!("/v1/payment_intents/{pi}")).await;
+    assert_eq!(
+        at_stripe["customer"],
+        json!(customers[1].stripe_customer_id)
+    );
+    assert_eq!(app.checkout(pi).expect("checkout").account, "acct_A");
+
+    // The same key and body in the platform: the platform's customer, card and charge.
+    let before = logged(&fake, "/v1").await.len();
+    let (status, in_platform) = api_keyed(
+        &app,
+        None,
+        Some("charge-1"),
+        "POST",
+        path,
+        Some(charge.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{in_platform}");
+    assert_ne!(in_platform["id"], in_a["id"]);
+    assert_ne!(in_platform["intent_id"], in_a["intent_id"]);
+    assert_eq!(
+        in_platform["payment_method"],
+        platform_seti["payment_method"]
+    );
+    let calls = stripe_calls_since(&fake, before).await;
+    assert_eq!(paths(&calls), ["POST /v1/payment_intents"], "{calls:#?}");
+    assert_eq!(calls[0]["headers"]["Stripe-Account"], Value::Null);
+
+    // A replay in acct_A is acct_A's charge, with no new call.
+    let before = logged(&fake, "/v1").await.len();
+    let (status, replay) = api_keyed(
+        &app,
+        Some("acct_A"),
+        Some("charge-1"),
+        "POST",
+        path,
+        Some(charge.clone()),
+    )
+    .await;
+    assert_eq!((status, &replay["id"]), (200, &in_a["id"]), "{replay}");
+    assert!(stripe_calls_since(&fake, before).await.is_empty());
+    // acct_B has no user_shared.
+    let (status, body) = api_keyed(
+        &app,
+        Some("acct_B"),
+        Some("charge-2"),
+        "POST",
+        path,
+        Some(charge),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+}
+both_backends!(an_off_session_charge_is_made_in_the_account_it_names_with_keys_per_account);
