@@ -193,9 +193,10 @@ impl Application {
                 }
             );
         }
-        let reconciler = stripe
-            .clone()
-            .map(|stripe| Reconciler::new(pool.clone(), stripe, admitter.clone(), metrics.clone()));
+        let reconciler = stripe.clone().map(|stripe| {
+            Reconciler::new(pool.clone(), stripe, admitter.clone(), metrics.clone())
+                .with_connect_endpoint(config.connect_endpoint())
+        });
         let admin = AdminState {
             tokens: AdminTokens::new(&config.admin_tokens),
             stripe: stripe.clone(),

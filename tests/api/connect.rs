@@ -1,15 +1,20 @@
 //! Connect (API.md section 4): everything payhook does for a connected account's event
 //! happens in that account: Stripe calls carry `Stripe-Account`, customers belong to it. The
 //! app API acts in the account its `Stripe-Account` header names (reads and writes, with
-//! Idempotency-Keys per account).
+//! Idempotency-Keys per account), and reconciliation lists each known account's events with
+//! its header.
 
 use payhook::config::{EndpointKind, LivemodePolicy};
 use payhook::store::customers::CustomerRow;
 use serde_json::{json, Value};
 
+use crate::admin::{admin, with_admin};
 use crate::endpoints::{endpoint, post_to, CONNECT_SECRET};
 use crate::fake_stripe::{event_for, save_card_items, stripe_config, FakeStripe};
-use crate::helpers::{both_backends, bytes, spawn_app_on, Backend, TestApp};
+use crate::helpers::{
+    both_backends, bytes, spawn_app_on, spawn_manual_app_with_url, Backend, TestApp, TestDatabase,
+};
+use crate::reconcile::paid_intent;
 use crate::thin_events::{fake_post_as, logged};
 
 /// A succeeded SetupIntent saving a new card for `customer_ref`, made in `account` at the
@@ -584,3 +589,229 @@ async fn an_off_session_charge_is_made_in_the_account_it_names_with_keys_per_acc
     assert_eq!(status, 404, "{body}");
 }
 both_backends!(an_off_session_charge_is_made_in_the_account_it_names_with_keys_per_account);
+
+/// The handled events the fake lists in `account` (`None`: the platform), newest first.
+async fn events_at_stripe(fake: &FakeStripe, account: Option<&str>) -> Vec<Value> {
+    let types: Vec<String> = payhook::inbox::reconcile::handled_types()
+        .iter()
+        .map(|t| format!("types[]={t}"))
+        .collect();
+    let path = format!("/v1/events?limit=100&{}", types.join("&"));
+    let list = match account {
+        Some(account) => fake_get_as(fake, account, &path).await,
+        None => fake.get(&path).await,
+    };
+    list["data"].as_array().unwrap().clone()
+}
+
+/// The `Stripe-Account` headers of the event lists the fake answered after the first
+/// `before` (`null`: the platform's).
+async fn event_lists_since(fake: &FakeStripe, before: usize) -> Vec<Value> {
+    logged(fake, "/v1/events")
+        .await
+        .into_iter()
+        .skip(before)
+        .map(|call| call["headers"]["Stripe-Account"].clone())
+        .collect()
+}
+
+async fn reconcile_lists_each_known_account_with_its_header_and_keeps_their_events_theirs(
+    backend: Backend,
+) {
+    let Some(fake) = FakeStripe::start("connect_reconcile") else {
+        return;
+    };
+    let db = tokio::task::spawn_blocking(move || TestDatabase::create(backend))
+        .await
+        .unwrap();
+    let app = spawn_manual_app_with_url(db.url(), |c| {
+        stripe_config(c, &fake.base_url);
+        crate::app_support::api_config(c, None, 50);
+        with_admin(c);
+        c.named_endpoints = vec![endpoint(
+            "connect",
+            &[CONNECT_SECRET],
+            EndpointKind::Connect,
+            LivemodePolicy::Any,
+        )];
+    })
+    .await;
+    // The platform: a payment no webhook told payhook of.
+    paid_intent(&fake).await;
+    // acct_A: a checkout the app made there, paid at Stripe; its events never arrived.
+    let (status, checkout) = api_in(
+        &app,
+        Some("acct_A"),
+        "POST",
+        "/api/v1/checkouts",
+        Some(json!({"mode": "payment", "amount": 1500, "currency": "usd"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{checkout}");
+    let pi_a = checkout["intent_id"].as_str().unwrap().to_owned();
+    let at_fake = &fake;
+    let card = |account| async move {
+        fake_post_as(
+            at_fake,
+            account,
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", "4242424242424242"),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2031"),
+                ("card[cvc]", "123"),
+            ],
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let pm_a = card("acct_A").await;
+    let paid = fake_post_as(
+        &fake,
+        "acct_A",
+        &format!("/v1/payment_intents/{pi_a}/confirm"),
+        &[("payment_method", pm_a.as_str())],
+    )
+    .await;
+    assert_eq!(paid["status"], "succeeded", "{paid}");
+    // acct_B: payhook heard of it once through the Connect endpoint; the rest was missed.
+    let pm_b = card("acct_B").await;
+    let pi_b = fake_post_as(
+        &fake,
+        "acct_B",
+        "/v1/payment_intents",
+        &[
+            ("amount", "900"),
+            ("currency", "usd"),
+            ("payment_method", pm_b.as_str()),
+            ("confirm", "true"),
+        ],
+    )
+    .await;
+    let mut heard = event_for("evt_b_heard", "payment_intent.processing", &pi_b);
+    heard["account"] = json!("acct_B");
+    assert_eq!(
+        post_to(&app, "connect", &bytes(&heard), CONNECT_SECRET)
+            .await
+            .0,
+        200
+    );
+    app.settle().await;
+
+    let before = logged(&fake, "/v1/events").await.len();
+    let (status, report) = admin(&app, "POST", "/reconcile", None).await;
+    assert_eq!(status, 200, "{report}");
+    // One list per account, each in its own account: the platform's first.
+    assert_eq!(
+        event_lists_since(&fake, before).await,
+        [Value::Null, json!("acct_A"), json!("acct_B")]
+    );
+    let parts: Vec<(Value, Value)> = report["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["account"].clone(), p["error"].clone()))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (Value::Null, Value::Null),
+            (json!("acct_A"), Value::Null),
+            (json!("acct_B"), Value::Null)
+        ],
+        "{report}"
+    );
+    let mut total = 0;
+    for (account, endpoint) in [
+        (None, "default"),
+        (Some("acct_A"), "connect"),
+        (Some("acct_B"), "connect"),
+    ] {
+        let listed = events_at_stripe(&fake, account).await;
+        assert!(listed.len() >= 2, "{account:?}: {listed:#?}");
+        total += listed.len();
+        for event in &listed {
+            let id = event["id"].as_str().unwrap();
+            let stored = app
+                .event(id)
+                .unwrap_or_else(|| panic!("{id} of {account:?} stored"));
+            assert_eq!(stored.account.as_deref(), account, "{id}");
+            assert_eq!(stored.endpoint, endpoint, "{id}");
+        }
+    }
+    assert_eq!(report["new"], total, "{report}");
+    app.settle().await;
+    let paid_a = app.checkout(&pi_a).expect("checkout");
+    assert_eq!(
+        (paid_a.state.as_str(), paid_a.account.as_str()),
+        ("succeeded", "acct_A")
+    );
+    let pi_b = pi_b["id"].as_str().unwrap();
+    let paid_b = app.checkout(pi_b).expect("checkout");
+    assert_eq!(
+        (paid_b.state.as_str(), paid_b.account.as_str()),
+        ("succeeded", "acct_B")
+    );
+
+    // The admin API's Stripe-Account header limits a pass to that account.
+    let before = logged(&fake, "/v1/events").await.len();
+    let response = app
+        .client
+        .post(format!("{}/admin/v1/reconcile", app.address))
+        .bearer_auth(crate::admin::ADMIN_TOKEN)
+        .header("Stripe-Account", "acct_B")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let only_b: Value = response.json().await.unwrap();
+    assert_eq!(event_lists_since(&fake, before).await, [json!("acct_B")]);
+    assert_eq!(only_b["accounts"].as_array().unwrap().len(), 1, "{only_b}");
+    assert_eq!(only_b["new"], 0, "{only_b}");
+
+    // So does the CLI's `--account`; it records a connected account's events under the
+    // environment's Connect endpoint, which it needs no signing secret to know.
+    crate::reconcile::insert_event(
+        &fake,
+        json!({
+            "id": "evt_late_in_a", "type": "payment_intent.succeeded", "account": "acct_A",
+            "created": payhook::store::now_secs() - 5,
+            "data": {"object": {"id": "pi_late_in_a", "object": "payment_intent",
+                "status": "succeeded", "amount": 700, "currency": "usd", "metadata": {}}}
+        }),
+    )
+    .await;
+    let before = logged(&fake, "/v1/events").await.len();
+    let (url, base) = (db.url().expose(), fake.base_url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        crate::cli::payhook(
+            &["reconcile", "--account", "acct_A", "--json"],
+            &[
+                ("DATABASE_URL", url.as_str()),
+                ("STRIPE_SECRET_KEY", crate::fake_stripe::API_KEY),
+                ("STRIPE_API_BASE", base.as_str()),
+                ("STRIPE_ENDPOINTS", "dev-connect"),
+                ("STRIPE_ENDPOINT_DEV_CONNECT_KIND", "connect"),
+            ],
+            dir.path(),
+        )
+    })
+    .await
+    .unwrap();
+    let text = crate::cli::text(&output);
+    assert!(output.status.success(), "{text}");
+    let pass: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(pass["new"], 1, "{pass}");
+    assert_eq!(pass["accounts"][0]["account"], "acct_A", "{pass}");
+    assert_eq!(event_lists_since(&fake, before).await, [json!("acct_A")]);
+    let late = app.event("evt_late_in_a").expect("stored");
+    assert_eq!(
+        (late.account.as_deref(), late.endpoint.as_str()),
+        (Some("acct_A"), "dev-connect")
+    );
+}
+both_backends!(reconcile_lists_each_known_account_with_its_header_and_keeps_their_events_theirs);
