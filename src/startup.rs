@@ -151,7 +151,7 @@ impl Application {
         let runner = Arc::new(Runner::new(
             pool.clone(),
             config.actions,
-            outbox_kinds(&config, stripe.clone())?,
+            outbox_kinds(&config, stripe.clone(), &metrics)?,
         ));
         if !runner.kinds().contains(&save_card::KIND) {
             let pending = pool
@@ -193,9 +193,10 @@ impl Application {
                 }
             );
         }
-        let reconciler = stripe
-            .clone()
-            .map(|stripe| Reconciler::new(pool.clone(), stripe, admitter.clone(), metrics.clone()));
+        let reconciler = stripe.clone().map(|stripe| {
+            Reconciler::new(pool.clone(), stripe, admitter.clone(), metrics.clone())
+                .with_connect_endpoint(config.connect_endpoint())
+        });
         let admin = AdminState {
             tokens: AdminTokens::new(&config.admin_tokens),
             stripe: stripe.clone(),
@@ -395,6 +396,7 @@ fn stripe_gateway(
 fn outbox_kinds(
     config: &Config,
     stripe: Option<Arc<StripeGateway>>,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Vec<Arc<dyn Kind>>> {
     let mut kinds: Vec<Arc<dyn Kind>> = Vec::new();
     if let Some(stripe) = stripe {
@@ -405,6 +407,7 @@ fn outbox_kinds(
         kinds.push(Arc::new(crate::outbox::thin_event::ThinEventKind::new(
             stripe,
             RetryPolicy::from_config(&config.actions),
+            metrics.clone(),
         )));
     }
     if let Some(notify) = &config.notify {

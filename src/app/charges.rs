@@ -12,22 +12,26 @@
 
 use serde_json::json;
 
-use super::checkouts::{new_checkout_id, Created};
+use super::checkouts::{account_column, new_checkout_id, Created};
 use super::{AppApi, AppError};
 use crate::domain::app_request::{check_customer_ref, parse_charge, request_fingerprint};
 use crate::domain::checkout::{is_authentication_required, CheckoutKind, CheckoutState};
 use crate::store::app_checkouts::AppCheckoutRow;
 use crate::store::customers as customer_store;
 use crate::store::now_secs;
+use crate::stripe::ids::AccountId;
 use crate::stripe::intents::{IntentSnapshot, StripeFault};
 
 impl AppApi {
-    /// Charges `customer_ref`'s default card off-session; `201` checkout whatever the outcome.
+    /// Charges `customer_ref`'s default card off-session, in `account` (`None`: the
+    /// platform; the customer of that `customer_ref` in that account, and the
+    /// `Idempotency-Key` among that account's requests); `201` checkout whatever the outcome.
     pub async fn charge(
         &self,
         customer_ref: &str,
         body: &[u8],
         idempotency_key: Option<String>,
+        account: Option<&AccountId>,
     ) -> Result<Created, AppError> {
         let key = idempotency_key.ok_or(AppError::IdempotencyKeyRequired)?;
         check_customer_ref("customer_ref", customer_ref)
@@ -36,10 +40,13 @@ impl AppApi {
         let route = format!("POST /api/v1/customers/{customer_ref}/charges");
         let hash = request_fingerprint(&route, &request);
         let customer_ref = customer_ref.to_owned();
+        let in_account = account.map(|a| a.as_str().to_owned());
         let customer = {
-            let r = customer_ref.clone();
+            let (r, in_account) = (customer_ref.clone(), in_account.clone());
             self.pool
-                .run(move |conn| customer_store::find_customer_by_ref(conn, None, &r))
+                .run(move |conn| {
+                    customer_store::find_customer_by_ref(conn, in_account.as_deref(), &r)
+                })
                 .await?
         };
         let now = now_secs();
@@ -64,12 +71,19 @@ impl AppApi {
             client_secret: None,
             created_at: now,
             updated_at: now,
+            account: account_column(account),
         };
         // A retry of an earlier charge goes on with it, whatever the customer looks like now.
         let earlier = {
             let k = new.idempotency_key.clone().unwrap_or_default();
             self.pool
-                .run(move |conn| crate::store::app_checkouts::find_app_checkout_by_key(conn, &k))
+                .run(move |conn| {
+                    crate::store::app_checkouts::find_app_checkout_by_key(
+                        conn,
+                        in_account.as_deref(),
+                        &k,
+                    )
+                })
                 .await?
         };
         if earlier.is_none() {
@@ -83,7 +97,7 @@ impl AppApi {
             }
         }
         let (row, existed) = self.begin(new).await?;
-        self.complete(row, existed).await
+        self.complete(row, existed, account).await
     }
 }
 

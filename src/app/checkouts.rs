@@ -20,6 +20,7 @@ use crate::store::customers::{self as customer_store, CustomerRow};
 use crate::store::payment_methods;
 use crate::store::{now_secs, Conn, StoreError};
 use crate::stripe::gateway::StripeGateway;
+use crate::stripe::ids::AccountId;
 use crate::stripe::intents::{IntentCallError, IntentSnapshot, NewIntent, StripeFault};
 
 /// The route whose requests [`AppApi::create_checkout`] serves (part of the fingerprint).
@@ -38,11 +39,16 @@ pub fn new_checkout_id() -> String {
     format!("chk_{:032x}", rand::random::<u128>())
 }
 
+/// The `account` column of rows made in `account` (`None`: the platform).
+pub(super) fn account_column(account: Option<&AccountId>) -> String {
+    customer_store::account_key(account.map(AccountId::as_str)).to_owned()
+}
+
 /// What to look for in a list, as the HTTP layer parsed it.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     /// The connected account whose checkouts are listed (`None`: the platform's).
-    pub account: Option<String>,
+    pub account: Option<AccountId>,
     pub customer_ref: Option<String>,
     pub state: Option<CheckoutState>,
     pub intent_id: Option<String>,
@@ -57,11 +63,14 @@ impl From<diesel::result::Error> for AppError {
 }
 
 impl AppApi {
-    /// `POST /api/v1/checkouts`.
+    /// `POST /api/v1/checkouts`, in `account` (`None`: the platform): the checkout, its
+    /// customer and its intent belong to that account, and `idempotency_key` is looked up
+    /// among that account's requests only.
     pub async fn create_checkout(
         &self,
         body: &[u8],
         idempotency_key: Option<String>,
+        account: Option<&AccountId>,
     ) -> Result<Created, AppError> {
         let request = parse_checkout(body)?;
         let now = now_secs();
@@ -84,14 +93,16 @@ impl AppApi {
             client_secret: None,
             created_at: now,
             updated_at: now,
+            account: account_column(account),
         };
         let (row, existed) = self.begin(row).await?;
-        self.complete(row, existed).await
+        self.complete(row, existed, account).await
     }
 
     /// Writes the checkout's row before anything else, or finds the one an earlier request
-    /// with the same `Idempotency-Key` wrote (then the bodies must match). The customer of
-    /// `customer_ref` is found or created here, so one `customer_ref` is one customer.
+    /// with the same `Idempotency-Key` in the same account wrote (then the bodies must match).
+    /// The customer of `customer_ref` in the row's account is found or created here, so one
+    /// `customer_ref` is one customer per account.
     pub(super) async fn begin(
         &self,
         new: AppCheckoutRow,
@@ -105,7 +116,7 @@ impl AppApi {
                     let mut new = new;
                     if let Some(customer_ref) = new.customer_ref.clone() {
                         let names = Names {
-                            account: None,
+                            account: new.connected_account(),
                             customer_ref: Some(&customer_ref),
                             email: new.email.as_deref(),
                             stripe_customer_id: None,
@@ -132,11 +143,15 @@ impl AppApi {
     }
 
     /// Makes the intent of a checkout whose row is written, unless it has one, and records it.
+    /// `account` is the row's (the request's, whose key found the row): every Stripe call
+    /// made for it carries `Stripe-Account`.
     pub(super) async fn complete(
         &self,
         row: AppCheckoutRow,
         existed: bool,
+        account: Option<&AccountId>,
     ) -> Result<Created, AppError> {
+        debug_assert_eq!(row.account, account_column(account));
         if row.intent_id.is_some() {
             let view = self.view(&row.id).await?;
             return Ok(Created {
@@ -145,7 +160,9 @@ impl AppApi {
             });
         }
         let stripe = self.stripe()?;
-        let customer = self.stripe_customer(stripe, row.customer_id).await?;
+        let customer = self
+            .stripe_customer(stripe, row.customer_id, account)
+            .await?;
         let stripe_customer = customer.as_ref().and_then(|c| c.stripe_customer_id.clone());
         let mut metadata: BTreeMap<String, String> = row
             .metadata
@@ -167,7 +184,7 @@ impl AppApi {
             charge_off_session: row.payment_method_id.as_deref().filter(|_| row.off_session),
         };
         let key = format!("checkout:{}:intent", row.id);
-        let (snapshot, fault) = match create_intent(stripe, &key, &new).await {
+        let (snapshot, fault) = match create_intent(stripe, account, &key, &new).await {
             Ok(snapshot) => (snapshot, None),
             Err(IntentCallError::Declined { intent, fault }) => (*intent, Some(fault)),
             Err(IntentCallError::Api {
@@ -201,12 +218,13 @@ impl AppApi {
         })
     }
 
-    /// The local customer's Stripe customer, created (key `payhook:customer:{id}`, as the
-    /// save_card work does) if it has none yet.
+    /// The local customer's Stripe customer, created in `account` (key
+    /// `payhook:customer:{id}`, as the save_card work does) if it has none yet.
     async fn stripe_customer(
         &self,
         stripe: &StripeGateway,
         customer_id: Option<i64>,
+        account: Option<&AccountId>,
     ) -> Result<Option<CustomerRow>, AppError> {
         let Some(id) = customer_id else {
             return Ok(None);
@@ -223,7 +241,7 @@ impl AppApi {
         let stripe_id = stripe
             .call("create_customer", |api| {
                 api.create_customer(
-                    None,
+                    account.map(AccountId::as_str),
                     &key,
                     customer.email.as_deref(),
                     customer.customer_ref.as_deref(),
@@ -259,10 +277,10 @@ impl AppApi {
     pub async fn checkout(
         &self,
         id: &str,
-        account: Option<&str>,
+        account: Option<&AccountId>,
     ) -> Result<(CheckoutView, Vec<TransitionRow>), AppError> {
         let id = id.to_owned();
-        let account = customer_store::account_key(account).to_owned();
+        let account = account_column(account);
         self.pool
             .run(move |conn| {
                 let Some(view) = object::load(conn, &id)? else {
@@ -288,7 +306,7 @@ impl AppApi {
                 let customer_id = match &query.customer_ref {
                     Some(r) => match customer_store::find_customer_by_ref(
                         conn,
-                        query.account.as_deref(),
+                        query.account.as_ref().map(AccountId::as_str),
                         r,
                     )? {
                         Some(c) => Some(c.id),
@@ -309,7 +327,7 @@ impl AppApi {
                     None => None,
                 };
                 let filter = ListFilter {
-                    account: customer_store::account_key(query.account.as_deref()).to_owned(),
+                    account: account_column(query.account.as_ref()),
                     customer_id,
                     state: query.state,
                     intent_id: query.intent_id.clone(),
@@ -330,10 +348,18 @@ impl AppApi {
             .await?
     }
 
-    /// `POST /api/v1/checkouts/{id}/cancel`: cancels the intent at Stripe; the checkout is
+    /// `POST /api/v1/checkouts/{id}/cancel`: cancels the intent at Stripe, in `account`
+    /// (`None`: the platform; a checkout of another account is not found); the checkout is
     /// `canceled` in the answer when Stripe says so, else once `*.canceled` arrives.
-    pub async fn cancel_checkout(&self, id: &str) -> Result<CheckoutView, AppError> {
+    pub async fn cancel_checkout(
+        &self,
+        id: &str,
+        account: Option<&AccountId>,
+    ) -> Result<CheckoutView, AppError> {
         let view = self.view(id).await?;
+        if view.checkout.account != account_column(account) {
+            return Err(AppError::NotFound("checkout"));
+        }
         match view.checkout.state {
             CheckoutState::Succeeded => {
                 return Err(AppError::Conflict {
@@ -348,7 +374,9 @@ impl AppApi {
         let key = format!("checkout:{}:cancel", view.checkout.id);
         let intent = view.checkout.intent_id.clone();
         let snapshot = match stripe
-            .call("cancel_intent", |api| api.cancel_intent(&key, &intent))
+            .call("cancel_intent", |api| {
+                api.cancel_intent(account, &key, &intent)
+            })
             .await
         {
             Ok(snapshot) => snapshot,
@@ -410,10 +438,10 @@ impl AppApi {
     pub async fn customer(
         &self,
         customer_ref: &str,
-        account: Option<&str>,
+        account: Option<&AccountId>,
     ) -> Result<Value, AppError> {
         let customer_ref = customer_ref.to_owned();
-        let account = account.map(str::to_owned);
+        let account = account.map(|a| a.as_str().to_owned());
         self.pool
             .run(move |conn| {
                 let Some(customer) =
@@ -460,13 +488,14 @@ impl AppApi {
     }
 }
 
-/// The row an earlier request with the same `Idempotency-Key` wrote, if any.
+/// The row an earlier request with the same `Idempotency-Key` in the same account wrote, if
+/// any.
 fn existing_for_key(
     conn: &mut Conn,
     new: &AppCheckoutRow,
 ) -> Result<Option<AppCheckoutRow>, StoreError> {
     match &new.idempotency_key {
-        Some(key) => store::find_app_checkout_by_key(conn, key),
+        Some(key) => store::find_app_checkout_by_key(conn, new.connected_account(), key),
         None => Ok(None),
     }
 }
@@ -486,11 +515,12 @@ fn same_request(
     }
 }
 
-/// Creates the intent with `key`. A concurrent duplicate request (same key) finds Stripe
-/// still busy with the first (`409 idempotency_key_in_use`): it waits for the first to
-/// finish (bounded: about 10 s), then gets the same intent.
+/// Creates the intent with `key` in `account`. A concurrent duplicate request (same key)
+/// finds Stripe still busy with the first (`409 idempotency_key_in_use`): it waits for the
+/// first to finish (bounded: about 10 s), then gets the same intent.
 async fn create_intent(
     stripe: &StripeGateway,
+    account: Option<&AccountId>,
     key: &str,
     new: &NewIntent<'_>,
 ) -> Result<IntentSnapshot, IntentCallError> {
@@ -499,7 +529,7 @@ async fn create_intent(
     loop {
         tries += 1;
         match stripe
-            .call("create_intent", |api| api.create_intent(key, new))
+            .call("create_intent", |api| api.create_intent(account, key, new))
             .await
         {
             Err(IntentCallError::Api { error, .. })
@@ -557,8 +587,8 @@ fn record_intent(
                 last_error_message: None,
                 created_at: app.created_at,
                 updated_at: now,
-                // The app API acts for the platform account.
-                account: crate::store::customers::PLATFORM.to_owned(),
+                // The account the app's request named.
+                account: app.account.clone(),
             };
             if checkout_store::insert_checkout(conn, &row)? {
                 checkout_store::insert_transition(

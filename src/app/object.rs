@@ -231,6 +231,7 @@ mod tests {
                 client_secret: Some("pi_1_secret_x".into()),
                 created_at: 9,
                 updated_at: 9,
+                account: String::new(),
             }),
             customer_ref: Some("user_1".into()),
             card: None,

@@ -121,7 +121,7 @@ pub(super) fn apply_intent(
             None => {
                 let mut row = blank_checkout(view, target, cause.account, now);
                 // The app API made this intent: its checkout keeps the id the app knows.
-                if let Some(id) = app_checkout_of(conn, view)? {
+                if let Some(id) = app_checkout_of(conn, view, cause.account)? {
                     row.id = id;
                 }
                 row
@@ -333,18 +333,25 @@ fn card_owner(
 
 /// The id of the app API's checkout this intent was made for (metadata `checkout_id`), when
 /// the API has not recorded the intent yet (a webhook can come first) and no checkout has the
-/// id already.
-fn app_checkout_of(conn: &mut Conn, view: &IntentView) -> StoreResult<Option<String>> {
+/// id already. The checkout must have been asked for in the event's `account`: metadata is
+/// whatever the intent's creator wrote, and another account's intent naming this checkout
+/// must not take it over.
+fn app_checkout_of(
+    conn: &mut Conn,
+    view: &IntentView,
+    account: Option<&str>,
+) -> StoreResult<Option<String>> {
     let Some(id) = view.checkout_ref.as_deref() else {
         return Ok(None);
     };
     let Some(app) = crate::store::app_checkouts::find_app_checkout(conn, id)? else {
         return Ok(None);
     };
-    if app
-        .intent_id
-        .as_deref()
-        .is_some_and(|i| i != view.id.as_str())
+    if app.connected_account() != account
+        || app
+            .intent_id
+            .as_deref()
+            .is_some_and(|i| i != view.id.as_str())
         || checkout_store::find_checkout(conn, id)?.is_some()
     {
         return Ok(None);

@@ -1,10 +1,13 @@
-//! `payhook reconcile [--since 2h] [--dry-run]` and `payhook resync <id>`: the admin API's
-//! reconcile and resync verbs from the command line, against an existing database, with the
-//! Stripe key of the environment (`STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_MAX_RPS`).
+//! `payhook reconcile [--since 2h] [--dry-run] [--account acct_…]` and `payhook resync <id>`:
+//! the admin API's reconcile and resync verbs from the command line, against an existing
+//! database, with the Stripe key of the environment (`STRIPE_SECRET_KEY`, `STRIPE_API_BASE`,
+//! `STRIPE_MAX_RPS`).
 //!
 //! Events a pass finds go through the same admission as deliveries (a writer of this
-//! process); a running `serve` applies them. Only one pass runs at a time, across this
-//! command and every `serve`.
+//! process); a running `serve` applies them. Connected accounts' events are recorded under
+//! the first endpoint of kind `connect` that the environment's `STRIPE_ENDPOINTS` (or
+//! `STRIPE_WEBHOOK_KIND`) configures, as `serve` records them. Only one pass runs at a time
+//! per account, across this command and every `serve`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use payhook::config::{load_stripe_access, AdmissionConfig, Layered, ProcessEnv};
+use payhook::config::{
+    load_connect_endpoint, load_stripe_access, AdmissionConfig, Layered, ProcessEnv,
+};
 use payhook::inbox::admission::Admitter;
 use payhook::inbox::reconcile::{PassOptions, Reconciler};
 use payhook::metrics::Metrics;
@@ -32,6 +37,10 @@ pub struct ReconcileArgs {
     /// List and count new and known events; store nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Only this connected account's events (acct_…); without it, the platform's and every
+    /// connected account's payhook knows.
+    #[arg(long, value_parser = |s: &str| payhook::stripe::ids::AccountId::parse(s))]
+    account: Option<payhook::stripe::ids::AccountId>,
     #[arg(long)]
     json: bool,
 }
@@ -70,6 +79,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(&[]));
     let stripe = gateway(global, metrics.clone())?;
+    let connect_endpoint = load_connect_endpoint(&Layered(global, ProcessEnv))?;
     let pool = open_existing(url, pool_options())?;
     let committed = Arc::new(tokio::sync::Notify::new());
     // One pass, reported by its own outcome: no `/readyz` to tell.
@@ -77,11 +87,13 @@ pub async fn run(
     let (admitter, writers) =
         Admitter::start(pool.clone(), AdmissionConfig::default(), committed, health)
             .context("starting the admission writer")?;
-    let reconciler = Reconciler::new(pool, stripe, admitter, metrics);
+    let reconciler =
+        Reconciler::new(pool, stripe, admitter, metrics).with_connect_endpoint(connect_endpoint);
     let pass = reconciler
-        .run_pass(PassOptions {
+        .run_pass(&PassOptions {
             since: args.since,
             dry_run: args.dry_run,
+            account: args.account.clone(),
         })
         .await;
     // The writer ends once every admitter is gone.
@@ -101,11 +113,32 @@ pub async fn run(
             report.known,
             or_dash(report.cursor.map(time)),
         );
+        for part in report.accounts.iter().filter(|_| report.accounts.len() > 1) {
+            let account = part.account.as_deref().unwrap_or("platform");
+            match &part.error {
+                Some(error) => println!("  {account}: not listed ({error})"),
+                None => println!(
+                    "  {account}: {} listed: {} new, {} known; cursor {}",
+                    part.fetched,
+                    part.new,
+                    part.known,
+                    or_dash(part.cursor.map(time)),
+                ),
+            }
+        }
         if let Some(warning) = &report.warning {
-            eprintln!("payhook: warning: {warning}");
+            for line in warning.lines() {
+                eprintln!("payhook: warning: {line}");
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // An account that could not be listed (another pass holding it is not a failure).
+    let failed = report.accounts.iter().any(|p| p.error.is_some() && !p.busy);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn run_resync(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use super::database_url::DatabaseUrl;
-use super::endpoints::{EndpointConfig, EndpointName};
+use super::endpoints::{EndpointConfig, EndpointKind, EndpointName};
 use super::secrets::{
     api_key_as_webhook_secret, check_token, is_api_key_shape, split_list, webhook_secret_shape,
     AdminToken, ApiKey, ApiToken, NotifySecret, WebhookSecret, WebhookSecretShape,
@@ -457,18 +457,42 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn named_endpoints(&mut self) -> Result<Vec<EndpointConfig>, ConfigError> {
+    /// The names of `STRIPE_ENDPOINTS`, checked, in their order.
+    fn endpoint_names(&self) -> Result<Vec<EndpointName>, ConfigError> {
         let list_var = vars::STRIPE_ENDPOINTS.name;
         let Some(raw) = self.set(&vars::STRIPE_ENDPOINTS) else {
             return Ok(Vec::new());
         };
         let mut seen = BTreeSet::new();
-        let mut endpoints = Vec::new();
+        let mut names = Vec::new();
         for entry in split_list(&raw).map_err(|e| invalid(list_var, e))? {
             let name = EndpointName::parse(entry).map_err(|e| invalid(list_var, e))?;
             if !seen.insert(name.clone()) {
                 return Err(invalid(list_var, format!("`{name}` is listed twice")));
             }
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// The first endpoint of kind `connect`, the default one first; from the kinds alone.
+    pub(super) fn connect_endpoint(&self) -> Result<Option<EndpointName>, ConfigError> {
+        if self.choice::<EndpointKind>(&vars::STRIPE_WEBHOOK_KIND)? == EndpointKind::Connect {
+            return Ok(Some(EndpointName::default_endpoint()));
+        }
+        for name in self.endpoint_names()? {
+            let kind: EndpointKind =
+                self.endpoint_choice(&name, "KIND", &vars::STRIPE_WEBHOOK_KIND)?;
+            if kind == EndpointKind::Connect {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    fn named_endpoints(&mut self) -> Result<Vec<EndpointConfig>, ConfigError> {
+        let mut endpoints = Vec::new();
+        for name in self.endpoint_names()? {
             let secret_var = name.var("SECRET");
             let secrets = match present(self.source.get(&secret_var)) {
                 Some(raw) => self.webhook_secrets(&secret_var, raw.trim())?,
@@ -917,6 +941,41 @@ mod tests {
         );
         assert_eq!(c.endpoint("eu-shop").map(|e| e.secrets.len()), Some(2));
         assert!(c.endpoint("nope").is_none());
+    }
+
+    #[test]
+    fn reconciliation_records_connected_events_under_the_first_connect_endpoint() {
+        let named = [
+            ("STRIPE_ENDPOINTS", "shop,connect-live,connect-test"),
+            ("STRIPE_ENDPOINT_SHOP_SECRET", "whsec_s"),
+            ("STRIPE_ENDPOINT_CONNECT_LIVE_SECRET", "whsec_l"),
+            ("STRIPE_ENDPOINT_CONNECT_LIVE_KIND", "connect"),
+            ("STRIPE_ENDPOINT_CONNECT_TEST_SECRET", "whsec_t"),
+            ("STRIPE_ENDPOINT_CONNECT_TEST_KIND", "connect"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+            named.iter().chain(extra).copied().collect()
+        };
+        let c = config(&with(&[SECRET]));
+        assert_eq!(
+            c.connect_endpoint().map(|n| n.to_string()).as_deref(),
+            Some("connect-live")
+        );
+        // The CLI reads the same from names and kinds alone, without any signing secret.
+        let pairs: Vec<(String, String)> = with(&[])
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("_SECRET"))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let found = crate::config::load_connect_endpoint(&pairs).expect("no secret needed");
+        assert_eq!(
+            found.map(|n| n.to_string()).as_deref(),
+            Some("connect-live")
+        );
+        // A default endpoint of kind connect comes first; no connect endpoint at all: none.
+        let c = config(&with(&[SECRET, ("STRIPE_WEBHOOK_KIND", "connect")]));
+        assert!(c.connect_endpoint().is_some_and(|n| n.is_default()));
+        assert_eq!(config(&[SECRET]).connect_endpoint(), None);
     }
 
     #[test]

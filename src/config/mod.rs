@@ -32,7 +32,7 @@ pub use loader::{ConfigError, Layered, Loaded, ProcessEnv, Source};
 pub use secrets::{
     parse_webhook_secrets, AdminToken, ApiKey, ApiToken, NotifySecret, WebhookSecret,
 };
-pub use stripe_access::{load_stripe_access, StripeAccess};
+pub use stripe_access::{load_connect_endpoint, load_stripe_access, StripeAccess};
 
 use crate::store::Durability;
 
@@ -253,6 +253,15 @@ impl Config {
         self.endpoints()
             .into_iter()
             .find(|e| e.name.as_str() == name)
+    }
+
+    /// The first endpoint of kind `connect` (the default one first): where reconciliation
+    /// records the connected accounts' events it finds.
+    pub fn connect_endpoint(&self) -> Option<EndpointName> {
+        self.endpoints()
+            .into_iter()
+            .find(|e| e.kind == EndpointKind::Connect)
+            .map(|e| e.name)
     }
 }
 

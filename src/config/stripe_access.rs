@@ -56,3 +56,13 @@ pub fn load_stripe_access(source: &dyn Source) -> Result<Option<StripeAccess>, C
         actions,
     }))
 }
+
+/// The first endpoint of kind `connect` that `source` configures (the default one first), as
+/// [`Config::connect_endpoint`] finds it, read from the endpoints' names and kinds alone: the
+/// CLI's `reconcile` records connected accounts' events under it and verifies no signature,
+/// so it needs no signing secret.
+pub fn load_connect_endpoint(
+    source: &dyn Source,
+) -> Result<Option<super::EndpointName>, ConfigError> {
+    super::loader::Reader::new(source, &DatabaseUrl::default_sqlite()).connect_endpoint()
+}

@@ -18,8 +18,17 @@
 //!   seconds, so the events of one second are never split.
 //! - **Pace.** Every call goes through the process's token bucket ([`StripeGateway`]); a 429
 //!   waits out Stripe's `Retry-After` and asks again.
+//! - **Per account.** Stripe's Events API lists one account's events per call. A pass lists
+//!   the platform's (payhook's key alone), then each connected account payhook knows
+//!   ([`crate::store::reconcile::list_known_accounts`]) with `Stripe-Account: acct_…`, each a
+//!   scope with its own cursor and lease (scope `platform`, or the account's id). A connected
+//!   account's events keep their `account` (set from the scope when Stripe's copy lacks it)
+//!   and are recorded under the first `connect` endpoint, so they look as if that endpoint
+//!   had received them; the platform's under `default`. One account failing (access revoked,
+//!   its lease held by another instance) does not stop the others.
 //! - **One pass at a time** per scope across instances: a lease on the scope's cursor row
-//!   ([`crate::store::reconcile`]); a pass that finds it taken ends at once ([`ReconcileError::Busy`]).
+//!   ([`crate::store::reconcile`]); a scope whose lease is taken is skipped, and a pass that
+//!   finds every scope taken ends at once ([`ReconcileError::Busy`]).
 //! - Stripe keeps events 30 days: a cursor older than 25 days is warned about.
 
 use std::sync::Arc;
@@ -32,16 +41,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, AdmitError, Admitter};
 use super::ingest::inbox_row;
+use crate::config::EndpointName;
 use crate::metrics::Metrics;
 use crate::store::events::NewWebhookEvent;
 use crate::store::{self, now_ms, now_secs, Pool, StoreError};
 use crate::stripe::client::ApiError;
 use crate::stripe::gateway::StripeGateway;
+use crate::stripe::ids::AccountId;
 use crate::stripe::payload::{PAYMENT_INTENT_EVENT_TYPES, SETUP_INTENT_EVENT_TYPES};
 use crate::stripe::rest::RestError;
 
-/// The scope of the platform account's events (Connect accounts get scopes of their own).
-pub const PLATFORM_SCOPE: &str = "platform";
+pub use crate::store::reconcile::PLATFORM_SCOPE;
 /// How far before the stored cursor a pass starts.
 pub const OVERLAP_SECS: i64 = 60;
 /// The stored cursor stays at least this far behind now: Stripe's list is not instantly
@@ -73,15 +83,18 @@ pub fn handled_types() -> Vec<&'static str> {
 }
 
 /// What a pass is asked to do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassOptions {
     /// Also list the events created this long ago and since.
     pub since: Option<Duration>,
     /// List and count, but store nothing (no events, no cursor, no lease).
     pub dry_run: bool,
+    /// Only this connected account's events (`payhook reconcile --account`); `None`: the
+    /// platform's and those of every connected account payhook knows.
+    pub account: Option<AccountId>,
 }
 
-/// What a pass did.
+/// What a pass did, over all the accounts it listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassReport {
     /// Events listed.
@@ -90,15 +103,43 @@ pub struct PassReport {
     pub new: u64,
     /// Listed events payhook had already.
     pub known: u64,
-    /// The start of the listed range (unix seconds, inclusive).
+    /// The start of the listed range (unix seconds, inclusive; the earliest of the accounts').
     pub from: i64,
     /// The end of the listed range (unix seconds, exclusive).
     pub until: i64,
-    /// The cursor stored at the end (unix seconds).
+    /// The oldest cursor stored at the end among the accounts listed (unix seconds): events
+    /// created before it were listed in each of them.
     pub cursor: Option<i64>,
     pub dry_run: bool,
-    /// Something the operator should know (the cursor nears Stripe's retention).
+    /// Something the operator should know (a cursor nears Stripe's retention, an account
+    /// could not be listed).
     pub warning: Option<String>,
+    /// Each account's part, the platform's first.
+    pub accounts: Vec<ScopeReport>,
+}
+
+/// What a pass did in one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScopeReport {
+    /// The connected account (`acct_…`); `null` for the platform.
+    pub account: Option<String>,
+    pub fetched: u64,
+    pub new: u64,
+    pub known: u64,
+    pub from: i64,
+    pub until: i64,
+    pub cursor: Option<i64>,
+    pub warning: Option<String>,
+    /// Why this account was not listed to the end (the others were listed all the same).
+    pub error: Option<String>,
+    /// Not listed because another pass (another instance, or a CLI run) was listing it.
+    pub busy: bool,
+}
+
+impl ScopeReport {
+    fn scope(&self) -> &str {
+        self.account.as_deref().unwrap_or(PLATFORM_SCOPE)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +167,8 @@ pub struct Reconciler {
     metrics: Arc<Metrics>,
     /// Written into the lease: which process runs the pass.
     worker: String,
+    /// The endpoint name connected accounts' events are recorded under.
+    connect_endpoint: EndpointName,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +176,13 @@ struct EventPage<'a> {
     #[serde(borrow)]
     data: Vec<&'a RawValue>,
     has_more: bool,
+}
+
+/// The id of a listed event: the next page starts after the last one listed, whether payhook
+/// could store it or not.
+#[derive(Deserialize)]
+struct Listed {
+    id: String,
 }
 
 impl Reconciler {
@@ -148,12 +198,108 @@ impl Reconciler {
             admitter,
             metrics,
             worker: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            connect_endpoint: EndpointName::default_endpoint(),
         }
     }
 
-    /// Runs one pass over the platform's events.
-    pub async fn run_pass(&self, options: PassOptions) -> Result<PassReport, ReconcileError> {
-        let scope = PLATFORM_SCOPE;
+    /// Records connected accounts' events under `endpoint` (the first endpoint of kind
+    /// `connect`), as if it had received them; without one they are recorded under `default`.
+    pub fn with_connect_endpoint(mut self, endpoint: Option<EndpointName>) -> Self {
+        self.connect_endpoint = endpoint.unwrap_or_else(EndpointName::default_endpoint);
+        self
+    }
+
+    /// Runs one pass: over the platform's events and those of every connected account
+    /// payhook knows, or over `options.account`'s alone. Fails only when no account could be
+    /// listed (each account's failure is in its part of the report otherwise).
+    pub async fn run_pass(&self, options: &PassOptions) -> Result<PassReport, ReconcileError> {
+        let accounts: Vec<Option<AccountId>> = match &options.account {
+            Some(account) => vec![Some(account.clone())],
+            None => {
+                let known = self.pool.run(store::reconcile::list_known_accounts).await?;
+                std::iter::once(None)
+                    .chain(
+                        known
+                            .into_iter()
+                            .filter_map(|a| match AccountId::parse(&a) {
+                                Ok(id) => Some(Some(id)),
+                                Err(e) => {
+                                    warn!("reconcile: skipping account {a:?} ({e})");
+                                    None
+                                }
+                            }),
+                    )
+                    .collect()
+            }
+        };
+        let mut report = PassReport {
+            dry_run: options.dry_run,
+            ..PassReport::default()
+        };
+        let mut first_error = None;
+        let mut listed = 0;
+        for account in accounts {
+            match self.run_scope(account.as_ref(), options).await {
+                Ok(part) => {
+                    listed += 1;
+                    report.fetched += part.fetched;
+                    report.new += part.new;
+                    report.known += part.known;
+                    report.from = if listed == 1 {
+                        part.from
+                    } else {
+                        report.from.min(part.from)
+                    };
+                    report.until = report.until.max(part.until);
+                    report.cursor = match (report.cursor, part.cursor) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if let Some(w) = &part.warning {
+                        add_warning(&mut report.warning, format!("{}: {w}", part.scope()));
+                    }
+                    report.accounts.push(part);
+                }
+                Err(e) => {
+                    let part = ScopeReport {
+                        account: account.map(AccountId::into_string),
+                        error: Some(e.to_string()),
+                        busy: matches!(e, ReconcileError::Busy),
+                        ..ScopeReport::default()
+                    };
+                    match &e {
+                        ReconcileError::Busy => {
+                            debug!("reconcile ({}): another pass is listing it", part.scope())
+                        }
+                        _ => {
+                            warn!(
+                                "reconcile ({}): {e}; the other accounts go on",
+                                part.scope()
+                            );
+                            add_warning(
+                                &mut report.warning,
+                                format!("{}: not listed: {e}", part.scope()),
+                            );
+                        }
+                    }
+                    report.accounts.push(part);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if listed == 0 => Err(e),
+            _ => Ok(report),
+        }
+    }
+
+    /// Runs one pass over one account's events (`None`: the platform's).
+    async fn run_scope(
+        &self,
+        account: Option<&AccountId>,
+        options: &PassOptions,
+    ) -> Result<ScopeReport, ReconcileError> {
+        let scope = account.map_or(PLATFORM_SCOPE, AccountId::as_str);
         let now = now_secs();
         let stored = if options.dry_run {
             let scope = scope.to_owned();
@@ -164,7 +310,7 @@ impl Reconciler {
         } else {
             self.take_lease(scope).await?
         };
-        let result = self.pass(scope, now, stored, options).await;
+        let result = self.pass(account, now, stored, options).await;
         if !options.dry_run {
             let (scope, worker) = (scope.to_owned(), self.worker.clone());
             let released = self
@@ -182,7 +328,7 @@ impl Reconciler {
             self.metrics.reconciled(report.new, report.known);
         }
         info!(
-            "reconcile{}: {} events listed from {} to {}: {} new, {} known",
+            "reconcile{} ({scope}): {} events listed from {} to {}: {} new, {} known",
             if options.dry_run { " (dry run)" } else { "" },
             report.fetched,
             report.from,
@@ -244,11 +390,12 @@ impl Reconciler {
 
     async fn pass(
         &self,
-        scope: &str,
+        account: Option<&AccountId>,
         now: i64,
         stored: Option<i64>,
-        options: PassOptions,
-    ) -> Result<PassReport, ReconcileError> {
+        options: &PassOptions,
+    ) -> Result<ScopeReport, ReconcileError> {
+        let scope = account.map_or(PLATFORM_SCOPE, AccountId::as_str);
         let from = [
             stored.map(|c| c - OVERLAP_SECS),
             options
@@ -260,12 +407,12 @@ impl Reconciler {
         .min()
         .unwrap_or(now - FIRST_PASS_SECS);
         let until = now + 1;
-        let mut report = PassReport {
+        let mut report = ScopeReport {
+            account: account.map(|a| a.as_str().to_owned()),
             from,
             until,
-            dry_run: options.dry_run,
             cursor: stored,
-            ..PassReport::default()
+            ..ScopeReport::default()
         };
         if let Some(cursor) = stored.filter(|c| now - c > RETENTION_WARNING_SECS) {
             let days = (now - cursor) / 86_400;
@@ -274,7 +421,7 @@ impl Reconciler {
                  so events older than that can no longer be recovered; run passes more often \
                  (RECONCILE_INTERVAL_SECS)"
             );
-            warn!("reconcile: {warning}");
+            warn!("reconcile ({scope}): {warning}");
             report.warning = Some(warning);
         }
         let cap = now - SETTLE_SECS;
@@ -283,7 +430,7 @@ impl Reconciler {
         let mut width = (until - from).max(1);
         while lo < until {
             let hi = lo.saturating_add(width).min(until);
-            let Some(window) = self.list_window(scope, lo, hi, cursor, options).await? else {
+            let Some(window) = self.list_window(account, lo, hi, cursor, options).await? else {
                 // More than a window's worth: halve it and list again.
                 width = ((hi - lo) / 2).max(1);
                 debug!("reconcile: window {lo}..{hi} too full, narrowing to {width} s");
@@ -309,16 +456,18 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Every handled event created in `[lo, hi)`, oldest first; `None` when the window
-    /// holds more than [`WINDOW_EVENTS`] and spans more than a second.
+    /// Every handled event of `account` (`None`: the platform) created in `[lo, hi)`, oldest
+    /// first, as the rows to admit; `None` when the window holds more than [`WINDOW_EVENTS`]
+    /// and spans more than a second.
     async fn list_window(
         &self,
-        scope: &str,
+        account: Option<&AccountId>,
         lo: i64,
         hi: i64,
         cursor: Option<i64>,
-        options: PassOptions,
+        options: &PassOptions,
     ) -> Result<Option<Vec<NewWebhookEvent>>, ReconcileError> {
+        let scope = account.map_or(PLATFORM_SCOPE, AccountId::as_str);
         let mut events: Vec<NewWebhookEvent> = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -332,15 +481,26 @@ impl Reconciler {
             if let Some(id) = &after {
                 query.push(("starting_after", id.clone()));
             }
-            let body = self.get_page(&query).await?;
+            let body = self.get_page(account, &query).await?;
             let page: EventPage<'_> =
                 serde_json::from_str(&body).map_err(|e| ReconcileError::BadPage(e.to_string()))?;
             let now = now_secs();
+            let mut last_listed = None;
             for raw in &page.data {
+                // An event without an id cannot be stored either (warned about below).
+                if let Ok(listed) = serde_json::from_str::<Listed>(raw.get()) {
+                    last_listed = Some(listed.id);
+                }
                 // Listed by Stripe now, so created by now (give or take the clocks).
                 match inbox_row(raw.get().as_bytes(), now, now + CLOCK_SKEW_SECS) {
-                    Ok(row) => events.push(row),
-                    Err(e) => warn!("reconcile: an event Stripe listed cannot be stored: {e}"),
+                    Ok(row) => {
+                        if let Some(row) = self.in_scope(row, account) {
+                            events.push(row);
+                        }
+                    }
+                    Err(e) => {
+                        warn!("reconcile ({scope}): an event Stripe listed cannot be stored: {e}")
+                    }
                 }
             }
             if !options.dry_run {
@@ -350,8 +510,8 @@ impl Reconciler {
             if events.len() > WINDOW_EVENTS && hi - lo > 1 {
                 return Ok(None);
             }
-            match (page.has_more, events.last()) {
-                (true, Some(last)) => after = Some(last.id.clone()),
+            match (page.has_more, last_listed) {
+                (true, Some(last)) => after = Some(last),
                 _ => break,
             }
         }
@@ -361,15 +521,48 @@ impl Reconciler {
         Ok(Some(events))
     }
 
-    /// One page, asked again after a 429 (waiting out `Retry-After`) or another transient
-    /// error, a few times.
-    async fn get_page(&self, query: &[(&str, String)]) -> Result<String, ReconcileError> {
+    /// The row of an event listed in `account` (`None`: the platform), as a delivery to the
+    /// endpoint that takes such events would have made it: a connected account's event keeps
+    /// its account (Stripe's copy names it; if it does not, the account it was listed in) and
+    /// is recorded under the `connect` endpoint, a platform event under `default`. An event
+    /// that names another account than the one it was listed in is not stored.
+    fn in_scope(
+        &self,
+        mut row: NewWebhookEvent,
+        account: Option<&AccountId>,
+    ) -> Option<NewWebhookEvent> {
+        match (row.account.as_deref(), account) {
+            (None, Some(listed_in)) => row.account = Some(listed_in.as_str().to_owned()),
+            (Some(named), Some(listed_in)) if named != listed_in.as_str() => {
+                warn!(
+                    "reconcile ({listed_in}): event {} names account {named}; not stored",
+                    row.id
+                );
+                return None;
+            }
+            _ => {}
+        }
+        row.endpoint = match row.account {
+            Some(_) => self.connect_endpoint.as_str().to_owned(),
+            None => EndpointName::DEFAULT.to_owned(),
+        };
+        Some(row)
+    }
+
+    /// One page of `account`'s events (`Stripe-Account`; `None`: the platform's), asked
+    /// again after a 429 (waiting out `Retry-After`) or another transient error, a few times.
+    async fn get_page(
+        &self,
+        account: Option<&AccountId>,
+        query: &[(&str, String)],
+    ) -> Result<String, ReconcileError> {
+        let scope = account.map(|a| ("Stripe-Account", a.as_str()));
         let mut tries = 0;
         loop {
             tries += 1;
             match self
                 .stripe
-                .get_json("list_events", "/v1/events", query)
+                .get_json_in("list_events", "/v1/events", query, scope)
                 .await
             {
                 Ok(response) => return Ok(response.body),
@@ -426,6 +619,17 @@ impl Reconciler {
     }
 }
 
+/// Adds `more` to a report's warning (one line per warning).
+fn add_warning(warning: &mut Option<String>, more: String) {
+    match warning {
+        Some(w) => {
+            w.push('\n');
+            w.push_str(&more);
+        }
+        None => *warning = Some(more),
+    }
+}
+
 /// Runs a pass every `interval` until `shutdown` (inside `serve`, when
 /// `RECONCILE_INTERVAL_SECS` is set). A failed pass is logged and the next one tries again;
 /// a pass that finds another instance's running is skipped.
@@ -440,9 +644,10 @@ pub async fn run_periodically(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
+        let options = PassOptions::default();
         let pass = tokio::select! {
             _ = shutdown.cancelled() => break,
-            pass = reconciler.run_pass(PassOptions::default()) => pass,
+            pass = reconciler.run_pass(&options) => pass,
         };
         match pass {
             Ok(_) => {}

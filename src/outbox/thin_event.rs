@@ -6,7 +6,9 @@
 //! `GET /v2/core/events/{id}` and then the related object Stripe's copy of the event names,
 //! both with `Stripe-Context: {context}` for a connected account's event, and the object
 //! applied as observed at Stripe's time of answering ([`crate::apply::fetched`]), the same
-//! state machine as snapshot events. Only GETs: no idempotency key is needed.
+//! state machine as snapshot events, and its transitions counted in
+//! `payhook_checkout_transitions_total` as a snapshot event's are (once committed). Only GETs:
+//! no idempotency key is needed.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 use super::runner::{Failure, Kind, Progress, RetryPolicy, StepContext};
 use crate::apply::fetched::{apply_fetched, Fetched};
 use crate::apply::Effects;
+use crate::metrics::Metrics;
 use crate::store::outbox::{self as store, NewOutboxItem};
 use crate::store::{now_secs, Conn, StoreResult};
 use crate::stripe::client::ApiError;
@@ -77,11 +80,17 @@ pub fn enqueue(conn: &mut Conn, thin: &ThinEvent, now: i64) -> StoreResult<bool>
 pub struct ThinEventKind {
     stripe: Arc<StripeGateway>,
     policy: RetryPolicy,
+    /// Where the applied transitions are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl ThinEventKind {
-    pub fn new(stripe: Arc<StripeGateway>, policy: RetryPolicy) -> Self {
-        Self { stripe, policy }
+    pub fn new(stripe: Arc<StripeGateway>, policy: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            stripe,
+            policy,
+            metrics,
+        }
     }
 }
 
@@ -171,21 +180,27 @@ impl ThinEventKind {
         // Stripe's clock, so the observation is ordered against snapshot events.
         let observed_at = response.date.unwrap_or_else(now_secs);
         let account = data.context.clone();
-        let fetched = ctx
+        let (fetched, effects) = ctx
             .pool
             .run_pool(move |pool| {
                 pool.write(|conn| {
-                    apply_fetched(
+                    let mut effects = Effects::default();
+                    let fetched = apply_fetched(
                         conn,
                         &object,
                         observed_at,
                         account.as_deref(),
                         now_secs(),
-                        &mut Effects::default(),
-                    )
+                        &mut effects,
+                    )?;
+                    Ok((fetched, effects))
                 })
             })
             .await?;
+        // Committed: counted as the processor counts a snapshot event's.
+        for (to, outcome) in effects.transitions {
+            self.metrics.transitions(to, outcome, 1);
+        }
         let result = match fetched {
             Fetched::Checkout(row) => {
                 json!({"applied": true, "checkout": row.id, "state": row.state.as_str()})

@@ -9,6 +9,7 @@
 
 use diesel::prelude::*;
 
+use super::customers::account_key;
 use super::schema::app_checkouts::{self, dsl};
 use super::schema::checkouts::dsl as cdsl;
 use super::{Conn, StoreResult};
@@ -38,6 +39,16 @@ pub struct AppCheckoutRow {
     pub client_secret: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The account the checkout is made in: `acct_…`, or
+    /// [`PLATFORM`](crate::store::customers::PLATFORM).
+    pub account: String,
+}
+
+impl AppCheckoutRow {
+    /// The connected account the checkout is made in; `None` for the platform.
+    pub fn connected_account(&self) -> Option<&str> {
+        Some(self.account.as_str()).filter(|a| *a != super::customers::PLATFORM)
+    }
 }
 
 pub fn find_app_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<AppCheckoutRow>> {
@@ -48,18 +59,22 @@ pub fn find_app_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<AppChe
         .optional())?)
 }
 
+/// The row an earlier request with `idempotency_key` wrote in `account` (`None`: the
+/// platform): keys are the app's within one account, as Stripe's are.
 pub fn find_app_checkout_by_key(
     conn: &mut Conn,
+    account: Option<&str>,
     idempotency_key: &str,
 ) -> StoreResult<Option<AppCheckoutRow>> {
     Ok(with_conn!(conn, c => dsl::app_checkouts
+        .filter(dsl::account.eq(account_key(account)))
         .filter(dsl::idempotency_key.eq(idempotency_key))
         .select(AppCheckoutRow::as_select())
         .get_result(c)
         .optional())?)
 }
 
-/// Inserts unless the id or the idempotency key is taken (a concurrent duplicate request);
+/// Inserts unless the id or the idempotency key (in the row's account) is taken (a concurrent duplicate request);
 /// returns whether it inserted. The caller then reads the winner back by its key.
 pub fn insert_app_checkout(conn: &mut Conn, row: &AppCheckoutRow) -> StoreResult<bool> {
     let n = with_conn!(conn, c => diesel::insert_into(app_checkouts::table)

@@ -107,3 +107,57 @@ pub fn release_lease(conn: &mut Conn, scope: &str, worker: &str) -> StoreResult<
         .execute(c))?;
     Ok(())
 }
+
+/// The scope of the platform account's events; a connected account's scope is its id.
+pub const PLATFORM_SCOPE: &str = "platform";
+
+/// The connected accounts payhook knows, in order: those of its checkouts and customers, and
+/// those a pass has listed before (a cursor row; `payhook reconcile --account` adds one).
+///
+/// Checkouts and customers rather than `webhook_events`: every intent payhook follows in a
+/// connected account has a checkout there (from an event, a resync, a thin event or the app
+/// API, which makes checkouts in accounts no event may have come from yet: the very events a
+/// pass exists to find), and a card saved there has a customer; both tables are far smaller
+/// than the event log and have an index that starts with `account`. Each is read by a skip
+/// scan (a recursive query asking the index for the next account after the last one), so a
+/// pass costs one index probe per account, not a scan of the table. The event log has no
+/// such index, and one would be paid by every acknowledged delivery.
+pub fn list_known_accounts(conn: &mut Conn) -> StoreResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Account {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        account: String,
+    }
+    // Each walk starts at '' (the platform's rows, see `customers::PLATFORM`; every account id
+    // sorts after it) and ends on NULL, when no account follows the last one.
+    let query = |placeholder: &str| {
+        let walk = |name: &str, table: &str| {
+            format!(
+                "{name}(account) AS ( \
+                     SELECT CAST('' AS TEXT) \
+                     UNION ALL \
+                     SELECT (SELECT t.account FROM {table} t WHERE t.account > w.account \
+                             ORDER BY t.account LIMIT 1) \
+                     FROM {name} w WHERE w.account IS NOT NULL)"
+            )
+        };
+        format!(
+            "WITH RECURSIVE {}, {} \
+             SELECT account FROM by_checkout WHERE account <> '' \
+             UNION SELECT account FROM by_customer WHERE account <> '' \
+             UNION SELECT scope AS account FROM reconcile_cursors WHERE scope <> {placeholder} \
+             ORDER BY account",
+            walk("by_checkout", "checkouts"),
+            walk("by_customer", "customers"),
+        )
+    };
+    let rows: Vec<Account> = match conn {
+        Conn::Sqlite(c) => diesel::sql_query(query("?"))
+            .bind::<diesel::sql_types::Text, _>(PLATFORM_SCOPE)
+            .load(&mut **c)?,
+        Conn::Postgres(c) => diesel::sql_query(query("$1"))
+            .bind::<diesel::sql_types::Text, _>(PLATFORM_SCOPE)
+            .load(&mut **c)?,
+    };
+    Ok(rows.into_iter().map(|r| r.account).collect())
+}

@@ -153,6 +153,7 @@ diesel::table! {
         client_secret -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        account -> Text,
     }
 }
 

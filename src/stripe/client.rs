@@ -218,6 +218,7 @@ macro_rules! in_account {
         }
     };
 }
+pub(super) use in_account;
 
 fn card_details(pm: PaymentMethod) -> PaymentMethodSummary {
     let card = pm.card.as_ref();

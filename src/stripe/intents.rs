@@ -1,5 +1,6 @@
 //! The intent calls of the app API: create a SetupIntent or a PaymentIntent (an off-session
-//! charge confirms it at once), cancel one.
+//! charge confirms it at once), cancel one; in the connected account the app's request names
+//! (`Stripe-Account` on the call), or the platform's.
 //!
 //! As in [`super::client`], each call goes out exactly once with the caller's idempotency key;
 //! the caller (the app API) derives the key from its own checkout id and resends it unchanged,
@@ -22,7 +23,8 @@ use stripe_shared::{
     ApiErrors, ApiErrorsType, PaymentIntent, PaymentIntentSetupFutureUsage, SetupIntent,
 };
 
-use super::client::{check_id, redact, strategy, ApiError, StripeApi};
+use super::client::{check_id, in_account, redact, strategy, ApiError, StripeApi};
+use super::ids::AccountId;
 use crate::domain::checkout::CheckoutKind;
 
 /// What payhook asks Stripe to create.
@@ -203,9 +205,11 @@ fn classify(err: StripeError) -> IntentCallError {
 }
 
 impl StripeApi {
-    /// Creates the intent `new` describes with `idempotency_key`.
+    /// Creates the intent `new` describes with `idempotency_key`, in `account` (`None`: the
+    /// platform).
     pub async fn create_intent(
         &self,
+        account: Option<&AccountId>,
         idempotency_key: &str,
         new: &NewIntent<'_>,
     ) -> Result<IntentSnapshot, IntentCallError> {
@@ -213,6 +217,7 @@ impl StripeApi {
             check_id("customer_id", customer)?;
         }
         let strategy = strategy(idempotency_key)?;
+        let account = account.map(AccountId::as_str);
         match new.kind {
             CheckoutKind::Setup => {
                 let mut req = CreateSetupIntent::new()
@@ -224,9 +229,8 @@ impl StripeApi {
                 if let Some(d) = new.description {
                     req = req.description(d);
                 }
-                let si = req
-                    .customize()
-                    .request_strategy(strategy)
+                let request = req.customize().request_strategy(strategy);
+                let si = in_account!(request, account)
                     .send(&self.client)
                     .await
                     .map_err(classify)?;
@@ -257,9 +261,8 @@ impl StripeApi {
                         .confirm(true)
                         .off_session(CreatePaymentIntentOffSession::Bool(true));
                 }
-                let pi = req
-                    .customize()
-                    .request_strategy(strategy)
+                let request = req.customize().request_strategy(strategy);
+                let pi = in_account!(request, account)
                     .send(&self.client)
                     .await
                     .map_err(classify)?;
@@ -269,26 +272,31 @@ impl StripeApi {
         }
     }
 
-    /// Cancels an intent; answers it as Stripe has it afterwards.
+    /// Cancels an intent of `account` (`None`: the platform); answers it as Stripe has it
+    /// afterwards.
     pub async fn cancel_intent(
         &self,
+        account: Option<&AccountId>,
         idempotency_key: &str,
         intent_id: &str,
     ) -> Result<IntentSnapshot, IntentCallError> {
         check_id("intent_id", intent_id)?;
         let strategy = strategy(idempotency_key)?;
+        let account = account.map(AccountId::as_str);
         if intent_id.starts_with("seti_") {
-            let si = CancelSetupIntent::new(intent_id)
+            let request = CancelSetupIntent::new(intent_id)
                 .customize()
-                .request_strategy(strategy)
+                .request_strategy(strategy);
+            let si = in_account!(request, account)
                 .send(&self.client)
                 .await
                 .map_err(classify)?;
             Ok(setup_snapshot(&si))
         } else {
-            let pi = CancelPaymentIntent::new(intent_id)
+            let request = CancelPaymentIntent::new(intent_id)
                 .customize()
-                .request_strategy(strategy)
+                .request_strategy(strategy);
+            let pi = in_account!(request, account)
                 .send(&self.client)
                 .await
                 .map_err(classify)?;

@@ -80,6 +80,16 @@ async fn a_thin_event_for_a_payment_intent_is_fetched_and_applied(backend: Backe
         .checkout(&pi)
         .expect("the fetched intent made its checkout");
     assert_eq!(checkout.state.as_str(), "succeeded");
+    // Counted as a snapshot event's transition is.
+    if let Some(metrics) = crate::metrics::scrape(&app).await {
+        assert_eq!(
+            metrics.value(
+                "payhook_checkout_transitions_total",
+                &[("to", "succeeded"), ("outcome", "applied")]
+            ),
+            1.0
+        );
+    }
     let fetched = logged(&fake, &format!("/v2/core/events/{id}")).await;
     assert_eq!(fetched.len(), 1, "{fetched:?}");
     assert_eq!(

@@ -257,15 +257,18 @@ async fn reconcile(
             )
         })?
     };
+    // As resync: a `Stripe-Account` header limits the pass to that connected account.
+    let account = super::stripe_account::stripe_account(&req)?;
     let reconciler = state
         .admin
         .reconciler
         .as_ref()
         .ok_or(OpsError::NoStripeKey)?;
     let report = reconciler
-        .run_pass(PassOptions {
+        .run_pass(&PassOptions {
             since: body.since.map(std::time::Duration::from_secs),
             dry_run: body.dry_run,
+            account,
         })
         .await
         .map_err(OpsError::from)?;

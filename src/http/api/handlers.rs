@@ -8,6 +8,7 @@ use crate::app::checkouts::{Created, ListQuery};
 use crate::app::object::{render_transitions, Secret};
 use crate::app::AppError;
 use crate::domain::checkout::CheckoutState;
+use crate::stripe::ids::AccountId;
 
 type Answer = Result<HttpResponse, ApiFailure>;
 
@@ -44,22 +45,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiFailure> {
 }
 
 /// The connected account the request acts in (`Stripe-Account`); `None`: the platform.
-fn account(req: &HttpRequest) -> Result<Option<String>, ApiFailure> {
+fn account(req: &HttpRequest) -> Result<Option<AccountId>, ApiFailure> {
     crate::http::stripe_account::stripe_account(req)
-        .map(|a| a.map(crate::stripe::ids::AccountId::into_string))
         .map_err(|e| ApiFailure::invalid(e.field, &e.message))
-}
-
-/// Creating checkouts and charging in a connected account is not implemented yet: refused
-/// rather than done in the platform account the header does not name.
-fn platform_only(req: &HttpRequest) -> Result<(), ApiFailure> {
-    match account(req)? {
-        None => Ok(()),
-        Some(_) => Err(ApiFailure::invalid(
-            "Stripe-Account",
-            "creating checkouts, canceling and charging in a connected account are not supported yet",
-        )),
-    }
 }
 
 fn created(c: Created) -> HttpResponse {
@@ -77,11 +65,11 @@ pub async fn create_checkout(
     state: web::Data<ApiState>,
 ) -> Answer {
     state.authorize(&req)?;
-    platform_only(&req)?;
+    let account = account(&req)?;
     let key = idempotency_key(&req)?;
     let c = state
         .app
-        .create_checkout(&body, key)
+        .create_checkout(&body, key, account.as_ref())
         .await
         .map_err(|e| failed("create checkout", e))?;
     Ok(created(c))
@@ -96,7 +84,7 @@ pub async fn get_checkout(
     let account = account(&req)?;
     let (view, transitions) = state
         .app
-        .checkout(&path, account.as_deref())
+        .checkout(&path, account.as_ref())
         .await
         .map_err(|e| failed("get checkout", e))?;
     let mut body = view.render(Secret::Include);
@@ -152,10 +140,10 @@ pub async fn cancel_checkout(
     state: web::Data<ApiState>,
 ) -> Answer {
     state.authorize(&req)?;
-    platform_only(&req)?;
+    let account = account(&req)?;
     let view = state
         .app
-        .cancel_checkout(&path)
+        .cancel_checkout(&path, account.as_ref())
         .await
         .map_err(|e| failed("cancel checkout", e))?;
     Ok(HttpResponse::Ok().json(view.render(Secret::Include)))
@@ -170,7 +158,7 @@ pub async fn get_customer(
     let account = account(&req)?;
     let customer = state
         .app
-        .customer(&path, account.as_deref())
+        .customer(&path, account.as_ref())
         .await
         .map_err(|e| failed("get customer", e))?;
     Ok(HttpResponse::Ok().json(customer))
@@ -183,11 +171,11 @@ pub async fn charge(
     state: web::Data<ApiState>,
 ) -> Answer {
     state.authorize(&req)?;
-    platform_only(&req)?;
+    let account = account(&req)?;
     let key = idempotency_key(&req)?;
     let c = state
         .app
-        .charge(&path, &body, key)
+        .charge(&path, &body, key, account.as_ref())
         .await
         .map_err(|e| failed("charge", e))?;
     Ok(created(c))
