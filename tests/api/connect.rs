@@ -79,12 +79,7 @@ async fn a_connected_accounts_card_is_saved_in_that_account_and_its_customer_is_
     };
     let app = spawn_app_on(backend, |c| {
         stripe_config(c, &fake.base_url);
-        c.named_endpoints = vec![endpoint(
-            "connect",
-            &[CONNECT_SECRET],
-            EndpointKind::Connect,
-            LivemodePolicy::Any,
-        )];
+        c.named_endpoints = connect_endpoint();
     })
     .await;
     // The same customer_ref in the platform and in acct_A.
@@ -216,12 +211,7 @@ async fn api_keyed(
 async fn the_app_api_acts_in_the_account_its_stripe_account_header_names(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
         crate::app_support::api_config(c, None, 50);
-        c.named_endpoints = vec![endpoint(
-            "connect",
-            &[CONNECT_SECRET],
-            EndpointKind::Connect,
-            LivemodePolicy::Any,
-        )];
+        c.named_endpoints = connect_endpoint();
     })
     .await;
     let now = payhook::store::now_secs();
@@ -478,12 +468,7 @@ async fn an_off_session_charge_is_made_in_the_account_it_names_with_keys_per_acc
     let app = spawn_app_on(backend, |c| {
         stripe_config(c, &fake.base_url);
         crate::app_support::api_config(c, None, 50);
-        c.named_endpoints = vec![endpoint(
-            "connect",
-            &[CONNECT_SECRET],
-            EndpointKind::Connect,
-            LivemodePolicy::Any,
-        )];
+        c.named_endpoints = connect_endpoint();
     })
     .await;
     // user_shared has a saved default card in the platform and another in acct_A.
@@ -628,12 +613,7 @@ async fn reconcile_lists_each_known_account_with_its_header_and_keeps_their_even
         stripe_config(c, &fake.base_url);
         crate::app_support::api_config(c, None, 50);
         with_admin(c);
-        c.named_endpoints = vec![endpoint(
-            "connect",
-            &[CONNECT_SECRET],
-            EndpointKind::Connect,
-            LivemodePolicy::Any,
-        )];
+        c.named_endpoints = connect_endpoint();
     })
     .await;
     // The platform: a payment no webhook told payhook of.
@@ -815,3 +795,13 @@ async fn reconcile_lists_each_known_account_with_its_header_and_keeps_their_even
     );
 }
 both_backends!(reconcile_lists_each_known_account_with_its_header_and_keeps_their_events_theirs);
+
+/// The one `connect` endpoint these tests configure: any livemode, [`CONNECT_SECRET`].
+fn connect_endpoint() -> Vec<payhook::config::EndpointConfig> {
+    vec![endpoint(
+        "connect",
+        &[CONNECT_SECRET],
+        EndpointKind::Connect,
+        LivemodePolicy::Any,
+    )]
+}
