@@ -168,7 +168,7 @@ vars! {
     CHECKOUT_EXPIRY_MINS = help(var("CHECKOUT_EXPIRY_MINS", "checkout-expiry-mins", Value("60"), int(1, 525_600)),
         "Minutes without news after which an unfinished checkout expires.");
     SQLITE_DURABILITY = help(var("SQLITE_DURABILITY", "sqlite-durability", Value("full"), Range::OneOf(&["full", "normal"])),
-        "SQLite commit durability: full (fsync per commit, survives power loss) or normal (survives a payhook crash, not an OS crash).");
+        "SQLite commit durability: full (fsync per commit that stores deliveries or the app's requests: what was acknowledged survives power loss; the processor's commits ride on the next fsync) or normal (survives a payhook crash, not an OS crash).");
     DATABASE_POOL_SIZE = help(var("DATABASE_POOL_SIZE", "pool-size", Value("8"), int(2, 1000)),
         "Database connections in the pool.");
     DATABASE_WAIT_MS = help(var("DATABASE_WAIT_MS", "database-wait-ms", Value("5000"), int(100, 600_000)),

@@ -40,7 +40,7 @@ use crate::domain::checkout::{CheckoutState, TransitionOutcome};
 use crate::metrics::Metrics;
 use crate::retry;
 use crate::store::events::{self, EventStatus};
-use crate::store::{now_ms, BackgroundThread, Conn, Pool, StoreError, StoreResult};
+use crate::store::{now_ms, BackgroundThread, Commit, Conn, Pool, StoreError, StoreResult};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -222,7 +222,9 @@ fn run_batch(
     yield_now: &impl Fn() -> bool,
     isolation: Isolation,
 ) -> Result<BatchReport, Attempt> {
-    pool.write(|conn| {
+    // Deferred: the events are durable already, and on SQLite the fsync this saves was
+    // taken under the write lock admission waits for (see `Commit::Deferred`).
+    pool.write_with(Commit::Deferred, |conn| {
         // From here, not from the call: waiting for the write lock is not the transaction's.
         let started = Instant::now();
         let yield_now = || yield_now() || started.elapsed() >= config.max_transaction;

@@ -40,18 +40,29 @@ use std::path::PathBuf;
 pub use blocking::{BackgroundThread, JobError};
 pub use conn::Conn;
 pub use open::{open_existing, pending_migrations, OpenError};
-pub use pool::{Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use pool::{Commit, Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
 pub use crate::config::DatabaseUrl;
 
 /// Durability of SQLite commits. PostgreSQL follows its server's `synchronous_commit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
     /// fsync on every commit: an acknowledged event survives power loss (the default).
+    #[default]
     Full,
     /// fsync at WAL checkpoints only: survives a crash of payhook, may lose the last
     /// acknowledged events on power loss or an OS crash.
     Normal,
+}
+
+impl Durability {
+    /// The value of SQLite's `PRAGMA synchronous` that gives it.
+    pub fn sqlite_synchronous(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,10 +29,7 @@ struct SqliteSetup {
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        let synchronous = match self.durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
+        let synchronous = self.durability.sqlite_synchronous();
         // WAL lets readers run beside the single writer; busy_timeout makes a second writer
         // wait instead of failing; foreign keys are off by default in SQLite. busy_timeout
         // comes first: `journal_mode = WAL` itself needs a lock, and without the timeout a
@@ -105,11 +102,34 @@ pub enum Pool {
 /// [`Pool::writers_waiting`].
 #[derive(Clone, Default)]
 pub struct WriteGate {
+    /// What a durable commit means on this pool's connections (restored after a deferred
+    /// one, see [`Commit::Deferred`]).
+    durability: Durability,
     lock: Arc<Mutex<()>>,
     waiting: Arc<AtomicUsize>,
     /// The file the pool opened, checked before each write commits (see [`DatabaseFile`]).
     /// `None` for pools of commands that only read or run once.
     file: Option<Arc<DatabaseFile>>,
+}
+
+/// How a write transaction's commit is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Durable when the commit returns, as the pool's durability says (SQLite `FULL`: an
+    /// fsync of the WAL; PostgreSQL: the server's `synchronous_commit`).
+    Durable,
+    /// On SQLite with `FULL` durability: committed with `synchronous = NORMAL`, so atomic at
+    /// once and durable with the next WAL fsync of any writer, which covers every frame
+    /// written before it. A crash of the machine before then loses the transaction whole,
+    /// never part of it. For the processor, whose work is derived from events that are
+    /// already durable: a lost apply leaves its events `pending`, to be applied again, and
+    /// whatever acts on an applied result outside the database (the outbox, notifications)
+    /// first commits its claim durably, which makes the result durable before anyone relies
+    /// on it. The fsync it saves was taken inside the write lock, where admission waited
+    /// for it (BENCHMARKS.md, 30 November). Elsewhere the same as `Durable`: PostgreSQL has
+    /// no write lock, and asynchronous commits there made admission's own WAL flushes
+    /// larger (p99 at 1 000 deliveries/s 13–16 ms against 8–10 ms, same minutes).
+    Deferred,
 }
 
 /// Pool tuning.
@@ -170,7 +190,13 @@ impl Pool {
             }))
             .error_handler(Box::new(PoolErrors::default()))
             .build(manager)?;
-        Ok(Self::Sqlite(pool, WriteGate::default()))
+        Ok(Self::Sqlite(
+            pool,
+            WriteGate {
+                durability: options.durability,
+                ..WriteGate::default()
+            },
+        ))
     }
 
     pub fn get(&self) -> StoreResult<Conn> {
@@ -194,6 +220,18 @@ impl Pool {
     where
         E: From<diesel::result::Error> + From<StoreError>,
     {
+        self.write_with(Commit::Durable, f)
+    }
+
+    /// [`Pool::write`] with the commit's durability chosen (see [`Commit`]).
+    pub fn write_with<T, E>(
+        &self,
+        commit: Commit,
+        f: impl FnOnce(&mut Conn) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<diesel::result::Error> + From<StoreError>,
+    {
         let mut conn = self.get().map_err(E::from)?;
         // A panic while holding the gate leaves no state behind it (the transaction rolled
         // back with the connection), so a poisoned gate is still a good gate.
@@ -206,14 +244,31 @@ impl Pool {
             }
             Self::Postgres(_) => (None, None),
         };
-        conn.transaction(|conn| {
+        // Only a FULL pool has an fsync to skip; `synchronous` is per connection.
+        let unsynced = match (&mut conn, self) {
+            (Conn::Sqlite(c), Self::Sqlite(_, gate))
+                if commit == Commit::Deferred && gate.durability == Durability::Full =>
+            {
+                c.batch_execute("PRAGMA synchronous = NORMAL")
+                    .map_err(E::from)?;
+                true
+            }
+            _ => false,
+        };
+        let result = conn.transaction(|conn| {
             let value = f(conn)?;
             // Last thing before the commit: a file that is gone gets nothing more.
             if let Some(file) = file {
                 file.check().map_err(E::from)?;
             }
             Ok(value)
-        })
+        });
+        if let (true, Conn::Sqlite(c)) = (unsynced, &mut conn) {
+            // Back to the pool as every other connection is, whatever the transaction did.
+            c.batch_execute("PRAGMA synchronous = FULL")
+                .map_err(E::from)?;
+        }
+        result
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -269,7 +324,73 @@ fn create_parent_dir(path: &Path) -> StoreResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use diesel::RunQueryDsl;
+
     use super::*;
+
+    fn synchronous(conn: &mut Conn) -> i32 {
+        #[derive(diesel::QueryableByName)]
+        struct Level {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            synchronous: i32,
+        }
+        let Conn::Sqlite(c) = conn else {
+            panic!("a SQLite connection")
+        };
+        diesel::sql_query("PRAGMA synchronous")
+            .get_result::<Level>(&mut **c)
+            .expect("pragma")
+            .synchronous
+    }
+
+    #[test]
+    fn a_deferred_commit_skips_the_fsync_for_its_own_transaction_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = DatabaseUrl::Sqlite(dir.path().join("db.sqlite3"));
+        // One connection, so the one the deferred write used is the one looked at after.
+        let options = PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        };
+        let pool = Pool::connect(&url, options).expect("pool");
+        const NORMAL: i32 = 1;
+        const FULL: i32 = 2;
+        let during = pool
+            .write_with(Commit::Deferred, |conn| -> StoreResult<i32> {
+                Ok(synchronous(conn))
+            })
+            .expect("deferred write");
+        assert_eq!(during, NORMAL);
+        assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
+        // Also when the transaction fails.
+        let failed = pool.write_with(Commit::Deferred, |conn| -> StoreResult<()> {
+            crate::with_conn!(conn, c => diesel::sql_query("SELECT * FROM no_such_table").execute(c))?;
+            Ok(())
+        });
+        assert!(failed.is_err());
+        assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
+        let durable = pool
+            .write(|conn| -> StoreResult<i32> { Ok(synchronous(conn)) })
+            .expect("durable write");
+        assert_eq!(durable, FULL);
+
+        // A pool whose commits are not synced anyway stays as it is.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = DatabaseUrl::Sqlite(dir.path().join("db.sqlite3"));
+        let options = PoolOptions {
+            max_size: 1,
+            durability: Durability::Normal,
+            ..PoolOptions::default()
+        };
+        let pool = Pool::connect(&url, options).expect("pool");
+        let during = pool
+            .write_with(Commit::Deferred, |conn| -> StoreResult<i32> {
+                Ok(synchronous(conn))
+            })
+            .expect("deferred write");
+        assert_eq!(during, NORMAL);
+        assert_eq!(synchronous(&mut pool.get().expect("conn")), NORMAL);
+    }
 
     #[test]
     fn pool_errors_are_reported_once_per_interval_and_counted_between() {
