@@ -7,8 +7,7 @@
 //! themselves under load (requests queue while the previous batch commits), so an idle
 //! service answers at once and a busy one amortises its commits.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use log::{debug, error, info, warn};
@@ -54,9 +53,14 @@ enum Job {
 /// A handle for the HTTP handlers; cheap to clone.
 #[derive(Clone)]
 pub struct Admitter {
-    senders: Arc<Vec<mpsc::Sender<Job>>>,
-    next: Arc<AtomicUsize>,
+    queue: mpsc::Sender<Job>,
 }
+
+/// The one queue every writer takes from: whichever writer is free takes what has queued,
+/// so a delivery never waits behind a busy writer while another one idles (with a queue per
+/// writer, dealt round-robin, it did: a batch whose commit met a slow flush held every
+/// delivery dealt to its writer meanwhile).
+type SharedQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
 
 /// The writer threads, to be joined at shutdown (after every [`Admitter`] is dropped).
 pub struct Writers {
@@ -108,12 +112,12 @@ impl Admitter {
         health: Arc<Health>,
     ) -> std::io::Result<(Self, Writers)> {
         let writers = config.writers.max(1);
-        let mut senders = Vec::with_capacity(writers);
         let mut handles = Vec::with_capacity(writers);
         let (exit_tx, exited) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(config.queue_depth.max(1) * writers);
+        let rx: SharedQueue = Arc::new(Mutex::new(rx));
         for n in 0..writers {
-            let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
-            let (pool, committed) = (pool.clone(), committed.clone());
+            let (pool, committed, rx) = (pool.clone(), committed.clone(), rx.clone());
             let storage = StorageHealth {
                 health: health.clone(),
             };
@@ -126,23 +130,15 @@ impl Admitter {
                 let _guard = guard;
                 write_loop(pool, config, rx, committed, storage)
             })?;
-            senders.push(tx);
             handles.push(handle);
         }
-        Ok((
-            Self {
-                senders: Arc::new(senders),
-                next: Arc::new(AtomicUsize::new(0)),
-            },
-            Writers { handles, exited },
-        ))
+        Ok((Self { queue }, Writers { handles, exited }))
     }
 
     /// Stores the event durably; resolves once its batch is committed.
     pub async fn admit(&self, event: NewWebhookEvent) -> Result<Admission, AdmitError> {
         let (reply, answer) = oneshot::channel();
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        self.senders[n]
+        self.queue
             .send(Job::Admit(Request { event, reply }))
             .await
             .map_err(|_| AdmitError::Stopped)?;
@@ -152,24 +148,39 @@ impl Admitter {
     /// Makes the first writer thread panic (see [`Job::Crash`]).
     #[doc(hidden)]
     pub async fn crash_a_writer_for_test(&self) {
-        let _ = self.senders[0].send(Job::Crash).await;
+        let _ = self.queue.send(Job::Crash).await;
     }
+}
+
+/// Takes the next batch: waits for a first request, then whatever has queued behind it (at
+/// most `max`). `None` once every [`Admitter`] is gone and the queue is empty.
+fn next_batch(rx: &SharedQueue, batch: &mut Vec<Request>, max: usize) -> Option<()> {
+    // A writer that panicked holding the queue left it as it was: still a good queue.
+    let mut rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+    let first = rx.blocking_recv()?;
+    // Out of the lock before a crash job panics, so the queue is not poisoned.
+    let jobs: Vec<Job> = std::iter::once(first)
+        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        .take(max.saturating_sub(batch.len()).max(1))
+        .collect();
+    drop(rx);
+    batch.extend(jobs.into_iter().map(Job::request));
+    Some(())
 }
 
 fn write_loop(
     pool: Pool,
     config: AdmissionConfig,
-    mut rx: mpsc::Receiver<Job>,
+    rx: SharedQueue,
     committed: Arc<Notify>,
     storage: StorageHealth,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(config.max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first.request());
-        drain_into(&mut rx, &mut batch, config.max_batch);
+    while next_batch(&rx, &mut batch, config.max_batch).is_some() {
         if !config.max_wait.is_zero() && batch.len() < config.max_batch {
             std::thread::sleep(config.max_wait);
-            drain_into(&mut rx, &mut batch, config.max_batch);
+            let mut queue = rx.lock().unwrap_or_else(PoisonError::into_inner);
+            drain_into(&mut queue, &mut batch, config.max_batch);
         }
         let outcomes = match commit_batch(&pool, &batch) {
             Err(e) if is_about_a_row(&e) => {
@@ -310,7 +321,8 @@ fn commit_batch(pool: &Pool, batch: &[Request]) -> Result<Vec<Admission>, StoreE
     // no two batches wait for each other in a cycle, so duplicates never deadlock a batch.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_by(|&a, &b| batch[a].event.id.cmp(&batch[b].event.id));
-    pool.write(|conn| {
+    // One multi-row insert on PostgreSQL (see `events::insert_events`).
+    pool.write_statement(|conn| {
         let sorted: Vec<_> = order.iter().map(|&i| &batch[i].event).collect();
         let stored = events::insert_events(conn, &sorted)?;
         let mut outcomes = vec![Admission::Duplicate; batch.len()];
