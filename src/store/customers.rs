@@ -293,17 +293,32 @@ fn create(
     email: Option<&str>,
     now: i64,
 ) -> StoreResult<CustomerRow> {
-    insert_customer(
-        conn,
-        &NewCustomer {
-            customer_ref,
-            email,
-            stripe_customer_id: stripe_id,
-            created_at: now,
-            updated_at: now,
-            account: account_key(account),
-        },
-    )?;
+    let new = NewCustomer {
+        customer_ref,
+        email,
+        stripe_customer_id: stripe_id,
+        created_at: now,
+        updated_at: now,
+        account: account_key(account),
+    };
+    match conn {
+        // On PostgreSQL the row a winning insert made comes back with it: one round trip
+        // instead of two for every new customer.
+        Conn::Postgres(c) => {
+            let inserted = diesel::insert_into(customers::table)
+                .values(&new)
+                .on_conflict_do_nothing()
+                .returning(CustomerRow::as_returning())
+                .get_result(&mut **c)
+                .optional()?;
+            if let Some(row) = inserted {
+                return Ok(row);
+            }
+        }
+        Conn::Sqlite(_) => {
+            insert_customer(conn, &new)?;
+        }
+    }
     let found = match (stripe_id, customer_ref, email) {
         (Some(s), _, _) => find_customer_by_stripe_id(conn, s)?,
         (None, Some(r), _) => find_customer_by_ref(conn, account, r)?,

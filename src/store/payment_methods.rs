@@ -8,7 +8,14 @@ use crate::domain::cards::{self, PaymentMethodStatus};
 use crate::with_conn;
 
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = payment_methods, treat_none_as_null = true)]
+// None as NULL in an insert too (every optional column is nullable without a default): the
+// insert's SQL is then fixed, so diesel prepares it once per connection instead of PostgreSQL
+// parsing and planning it for every event that names a card.
+#[diesel(
+    table_name = payment_methods,
+    treat_none_as_null = true,
+    treat_none_as_default_value = false
+)]
 pub struct PaymentMethodRow {
     pub id: String,
     pub customer_id: Option<i64>,
