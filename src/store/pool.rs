@@ -357,24 +357,31 @@ mod tests {
             .synchronous
     }
 
-    #[test]
-    fn a_deferred_commit_skips_the_fsync_for_its_own_transaction_only() {
+    const NORMAL: i32 = 1;
+    const FULL: i32 = 2;
+
+    /// A pool of one connection on a new file (so the connection a write used is the one
+    /// looked at after it), and its temporary directory.
+    fn one_connection(durability: Durability) -> (tempfile::TempDir, Pool) {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = DatabaseUrl::Sqlite(dir.path().join("db.sqlite3"));
-        // One connection, so the one the deferred write used is the one looked at after.
         let options = PoolOptions {
             max_size: 1,
+            durability,
             ..PoolOptions::default()
         };
-        let pool = Pool::connect(&url, options).expect("pool");
-        const NORMAL: i32 = 1;
-        const FULL: i32 = 2;
-        let during = pool
-            .write_with(Commit::Deferred, |conn| -> StoreResult<i32> {
-                Ok(synchronous(conn))
-            })
-            .expect("deferred write");
-        assert_eq!(during, NORMAL);
+        (dir, Pool::connect(&url, options).expect("pool"))
+    }
+
+    fn synchronous_during(pool: &Pool, commit: Commit) -> i32 {
+        pool.write_with(commit, |conn| -> StoreResult<i32> { Ok(synchronous(conn)) })
+            .expect("write")
+    }
+
+    #[test]
+    fn a_deferred_commit_skips_the_fsync_for_its_own_transaction_only() {
+        let (_dir, pool) = one_connection(Durability::Full);
+        assert_eq!(synchronous_during(&pool, Commit::Deferred), NORMAL);
         assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
         // Also when the transaction fails.
         let failed = pool.write_with(Commit::Deferred, |conn| -> StoreResult<()> {
@@ -383,26 +390,11 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
-        let durable = pool
-            .write(|conn| -> StoreResult<i32> { Ok(synchronous(conn)) })
-            .expect("durable write");
-        assert_eq!(durable, FULL);
+        assert_eq!(synchronous_during(&pool, Commit::Durable), FULL);
 
         // A pool whose commits are not synced anyway stays as it is.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = DatabaseUrl::Sqlite(dir.path().join("db.sqlite3"));
-        let options = PoolOptions {
-            max_size: 1,
-            durability: Durability::Normal,
-            ..PoolOptions::default()
-        };
-        let pool = Pool::connect(&url, options).expect("pool");
-        let during = pool
-            .write_with(Commit::Deferred, |conn| -> StoreResult<i32> {
-                Ok(synchronous(conn))
-            })
-            .expect("deferred write");
-        assert_eq!(during, NORMAL);
+        let (_dir, pool) = one_connection(Durability::Normal);
+        assert_eq!(synchronous_during(&pool, Commit::Deferred), NORMAL);
         assert_eq!(synchronous(&mut pool.get().expect("conn")), NORMAL);
     }
 
