@@ -152,20 +152,19 @@ impl Admitter {
     }
 }
 
-/// Takes the next batch: waits for a first request, then whatever has queued behind it (at
-/// most `max`). `None` once every [`Admitter`] is gone and the queue is empty.
-fn next_batch(rx: &SharedQueue, batch: &mut Vec<Request>, max: usize) -> Option<()> {
-    // A writer that panicked holding the queue left it as it was: still a good queue.
+/// Takes the next batch's jobs: waits for a first one, then whatever has queued behind it
+/// (at most `max` in all). `None` once every [`Admitter`] is gone and the queue is empty.
+/// The queue's lock is released on return, before any job is looked at (a crash job
+/// panics), so a dying writer never poisons it for the others.
+fn next_jobs(rx: &SharedQueue, max: usize) -> Option<Vec<Job>> {
     let mut rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
     let first = rx.blocking_recv()?;
-    // Out of the lock before a crash job panics, so the queue is not poisoned.
-    let jobs: Vec<Job> = std::iter::once(first)
-        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-        .take(max.saturating_sub(batch.len()).max(1))
-        .collect();
-    drop(rx);
-    batch.extend(jobs.into_iter().map(Job::request));
-    Some(())
+    Some(
+        std::iter::once(first)
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            .take(max.max(1))
+            .collect(),
+    )
 }
 
 fn write_loop(
@@ -176,7 +175,8 @@ fn write_loop(
     storage: StorageHealth,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(config.max_batch);
-    while next_batch(&rx, &mut batch, config.max_batch).is_some() {
+    while let Some(jobs) = next_jobs(&rx, config.max_batch) {
+        batch.extend(jobs.into_iter().map(Job::request));
         if !config.max_wait.is_zero() && batch.len() < config.max_batch {
             std::thread::sleep(config.max_wait);
             let mut queue = rx.lock().unwrap_or_else(PoisonError::into_inner);
