@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use super::intents::{apply_intent, Cause};
 use super::payment_methods::record_payment_method;
+use super::staging::Staging;
+use super::Outputs;
 use super::{Applied, Effects};
 use crate::app::notifications::Notifications;
 use crate::domain::customer::{ByEmail, Names};
@@ -103,8 +105,11 @@ fn observe_intent(
         target,
         &view,
         now,
-        Notifications::Queue,
-        effects,
+        &mut Outputs {
+            notifications: Notifications::Queue,
+            effects,
+            staging: &mut Staging::immediate(),
+        },
     )? {
         Applied::Invalid(reason) => return Ok(Fetched::Invalid(reason)),
         Applied::Processed | Applied::Ignored => {}

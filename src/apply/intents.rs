@@ -5,7 +5,8 @@
 use log::{info, warn};
 
 use super::payment_methods::record_payment_method;
-use super::{Applied, Effects};
+use super::staging::Staging;
+use super::{Applied, Outputs};
 use crate::app::notifications::Notifications;
 use crate::domain::checkout::{self, CheckoutState, Decision, TransitionOutcome, Trigger};
 use crate::domain::customer::{ByEmail, Names};
@@ -53,8 +54,7 @@ pub(super) fn apply_intent_event(
     kind: IntentEvent,
     view: &IntentView,
     now: i64,
-    notifications: Notifications,
-    effects: &mut Effects,
+    out: &mut Outputs<'_>,
 ) -> StoreResult<Applied> {
     let cause = Cause {
         event_id: Some(&event.id),
@@ -69,8 +69,7 @@ pub(super) fn apply_intent_event(
         trigger_for(kind, view).target(),
         view,
         now,
-        notifications,
-        effects,
+        out,
     )
 }
 
@@ -82,10 +81,15 @@ pub(super) fn apply_intent(
     target: CheckoutState,
     view: &IntentView,
     now: i64,
-    notifications: Notifications,
-    effects: &mut Effects,
+    out: &mut Outputs<'_>,
 ) -> StoreResult<Applied> {
-    let customer = resolve_customer(
+    let Outputs {
+        notifications,
+        effects,
+        staging,
+    } = out;
+    let notifications = *notifications;
+    let customer = staging.resolve_customer(
         conn,
         Names {
             account: cause.account,
@@ -97,6 +101,8 @@ pub(super) fn apply_intent(
         now,
     )?;
     if let Some(pm) = &view.error_payment_method {
+        // Reads and rewrites the card: whatever the batch gathered goes first.
+        staging.flush(conn)?;
         record_payment_method(conn, pm, customer.as_ref(), None, now)?;
     } else if let Some(pm_id) = &view.payment_method {
         let mut row = PaymentMethodRow::new(pm_id.as_str(), now);
@@ -105,7 +111,7 @@ pub(super) fn apply_intent(
         // If-absent, in one statement (no look first: a round trip per event on
         // PostgreSQL): a stored card, or one a concurrent payment_method.* event is
         // recording right now, keeps its details.
-        payment_methods::insert_payment_method_if_absent(conn, &row)?;
+        staging.insert_payment_method_if_absent(conn, &row)?;
     }
 
     let created = cause.created;
@@ -114,14 +120,14 @@ pub(super) fn apply_intent(
     let mut attempt = 0;
     let (row, current, decision, save_card) = loop {
         attempt += 1;
-        let existing = checkout_store::find_checkout_by_intent(conn, view.id.as_str())?;
+        let existing = staging.find_checkout_by_intent(conn, view.id.as_str())?;
         let current = existing.as_ref().map(CheckoutRow::current);
         let mut row = match existing {
             Some(row) => row,
             None => {
                 let mut row = blank_checkout(view, target, cause.account, now);
                 // The app API made this intent: its checkout keeps the id the app knows.
-                if let Some(id) = app_checkout_of(conn, view, cause.account)? {
+                if let Some(id) = app_checkout_of(conn, view, cause.account, staging)? {
                     row.id = id;
                 }
                 row
@@ -149,7 +155,7 @@ pub(super) fn apply_intent(
             // Another instance may have created the checkout since we looked (on PostgreSQL the
             // insert waited for its transaction to commit): decide again on top of that row,
             // which the next look sees and locks.
-            if !checkout_store::insert_checkout(conn, &row)? {
+            if !staging.insert_checkout(conn, &row)? {
                 if attempt < 2 {
                     continue;
                 }
@@ -159,7 +165,7 @@ pub(super) fn apply_intent(
                 )));
             }
         } else {
-            checkout_store::update_checkout(conn, &row)?;
+            staging.update_checkout(conn, &row)?;
         }
         break (row, current, decision, save_card);
     };
@@ -167,7 +173,7 @@ pub(super) fn apply_intent(
         Decision::Apply { warning, .. } => (TransitionOutcome::Applied, warning.or(cause.reason)),
         Decision::Refuse { reason, .. } => (TransitionOutcome::Refused, Some(reason.as_str())),
     };
-    checkout_store::insert_transition(
+    staging.insert_transition(
         conn,
         &NewTransition {
             checkout_id: &row.id,
@@ -184,16 +190,15 @@ pub(super) fn apply_intent(
     )?;
     effects.transitions.push((target, outcome));
     if let Some(pm_id) = save_card {
-        let customer_id = card_owner(
-            conn,
-            view,
-            &row,
-            customer.as_ref(),
-            &pm_id,
-            cause.account,
-            now,
-        )?;
-        save_card::enqueue(
+        let customer_id = match customer.as_ref().map(|c| c.id).or(row.customer_id) {
+            Some(id) => Some(id),
+            None => {
+                // The look further reads checkouts and cards the batch may have gathered.
+                staging.flush(conn)?;
+                card_owner(conn, view, &row, &pm_id, cause.account, now)?
+            }
+        };
+        staging.queue_save_card(
             conn,
             &save_card::SaveCard {
                 intent_id: &row.intent_id,
@@ -211,6 +216,10 @@ pub(super) fn apply_intent(
                 maybe_app: view.checkout_ref.as_deref() == Some(row.id.as_str()),
                 customer_ref: view.customer_ref.as_deref(),
             };
+            if notifications == Notifications::Queue {
+                // The notification's view reads the checkout and what it links to.
+                staging.flush(conn)?;
+            }
             crate::app::notifications::checkout_row_moved(conn, &row, hints, notifications, now)?;
         }
     }
@@ -297,22 +306,19 @@ fn wants_saved_card(to: CheckoutState, view: &IntentView, row: &CheckoutRow) -> 
         .or_else(|| row.payment_method_id.clone())
 }
 
-/// Who the saved card belongs to, as far as the local data says: the intent's customer (its
-/// Stripe `customer` or `customer_ref`), else the customer of the checkout its metadata
-/// `checkout_id` names, else the customer with the card's billing email. `None` leaves the
-/// save_card work to resolve it from the billing email Stripe reports.
+/// Who the saved card belongs to when the intent names no customer (not by its Stripe
+/// `customer`, nor by `customer_ref`), as far as the local data says: the customer of the
+/// checkout its metadata `checkout_id` names, else the customer with the card's billing
+/// email. `None` leaves the save_card work to resolve it from the billing email Stripe
+/// reports.
 fn card_owner(
     conn: &mut Conn,
     view: &IntentView,
     row: &CheckoutRow,
-    customer: Option<&CustomerRow>,
     payment_method_id: &str,
     account: Option<&str>,
     now: i64,
 ) -> StoreResult<Option<i64>> {
-    if let Some(id) = customer.map(|c| c.id).or(row.customer_id) {
-        return Ok(Some(id));
-    }
     if let Some(other) = view.checkout_ref.as_deref().filter(|r| *r != row.id) {
         if let Some(id) = checkout_store::find_checkout(conn, other)?.and_then(|c| c.customer_id) {
             return Ok(Some(id));
@@ -340,10 +346,13 @@ fn app_checkout_of(
     conn: &mut Conn,
     view: &IntentView,
     account: Option<&str>,
+    staging: &mut Staging,
 ) -> StoreResult<Option<String>> {
     let Some(id) = view.checkout_ref.as_deref() else {
         return Ok(None);
     };
+    // Looks for a checkout with the app's id, which the batch may have gathered.
+    staging.flush(conn)?;
     let Some(app) = crate::store::app_checkouts::find_app_checkout(conn, id)? else {
         return Ok(None);
     };

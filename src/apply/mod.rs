@@ -20,6 +20,7 @@ pub mod fetched;
 mod intents;
 pub mod observed;
 mod payment_methods;
+pub mod staging;
 mod thin;
 
 use serde_json::Value;
@@ -29,6 +30,7 @@ use crate::domain::checkout::{CheckoutState, TransitionOutcome};
 use crate::store::events::WebhookEvent;
 use crate::store::{Conn, StoreResult};
 use crate::stripe::payload::{self, EventKind, IntentView, PaymentMethodView};
+use staging::Staging;
 
 /// What applying an event came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,14 @@ pub struct Effects {
     pub transitions: Vec<(CheckoutState, TransitionOutcome)>,
 }
 
+/// What an apply writes through and notes down besides the connection, bundled because
+/// every intent path passes all three along.
+pub(crate) struct Outputs<'a> {
+    pub notifications: Notifications,
+    pub effects: &'a mut Effects,
+    pub staging: &'a mut Staging,
+}
+
 /// Applies `event`. `now` is local seconds.
 pub fn apply_event(conn: &mut Conn, event: &WebhookEvent, now: i64) -> StoreResult<Applied> {
     apply_event_with(conn, event, now, &mut Effects::default())
@@ -60,18 +70,33 @@ pub fn apply_event_with(
     now: i64,
     effects: &mut Effects,
 ) -> StoreResult<Applied> {
-    apply_event_notifying(conn, event, now, Notifications::Queue, effects)
+    apply_event_notifying(
+        conn,
+        event,
+        now,
+        Notifications::Queue,
+        effects,
+        &mut Staging::immediate(),
+    )
 }
 
-/// As [`apply_event_with`], queuing notifications to the app only as `notifications` says.
+/// As [`apply_event_with`], queuing notifications to the app only as `notifications` says
+/// and writing through `staging` (see [`staging`]).
 pub fn apply_event_notifying(
     conn: &mut Conn,
     event: &WebhookEvent,
     now: i64,
     notifications: Notifications,
     effects: &mut Effects,
+    staging: &mut Staging,
 ) -> StoreResult<Applied> {
-    let Some(kind) = EventKind::from_type(&event.event_type) else {
+    let kind = EventKind::from_type(&event.event_type);
+    if matches!(kind, Some(EventKind::PaymentMethod { .. })) {
+        // Reads and rewrites cards and customers by paths of its own. (A thin event only
+        // queues an outbox item of its own kind; an ignored one writes nothing.)
+        staging.reset(conn)?;
+    }
+    let Some(kind) = kind else {
         // No snapshot type: a thin event (whose types are its own), or one not handled.
         return Ok(thin::apply_thin_event(conn, event, now)?.unwrap_or(Applied::Ignored));
     };
@@ -86,7 +111,12 @@ pub fn apply_event_notifying(
     match kind {
         EventKind::Intent(kind) => match IntentView::from_object(object) {
             Ok(view) => {
-                intents::apply_intent_event(conn, event, kind, &view, now, notifications, effects)
+                let mut out = Outputs {
+                    notifications,
+                    effects,
+                    staging,
+                };
+                intents::apply_intent_event(conn, event, kind, &view, now, &mut out)
             }
             Err(e) => Ok(Applied::Invalid(e.to_string())),
         },

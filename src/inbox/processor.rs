@@ -34,6 +34,7 @@ use log::{debug, error, warn};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::staging::Staging;
 use crate::apply::{apply_event_notifying, Applied, Effects};
 use crate::config::ProcessorConfig;
 use crate::domain::checkout::{CheckoutState, TransitionOutcome};
@@ -59,6 +60,9 @@ pub struct BatchReport {
     pub yielded: bool,
     /// When the batch ran (unix milliseconds).
     pub at_ms: i64,
+    /// An optimistic try failed (an event, or a gathered write) and the batch ran again
+    /// event by event ([`Isolation`]).
+    pub rerun_event_by_event: bool,
     /// Each event that reached a final status, with its Stripe `created` and the endpoint
     /// it came through: for the metrics, counted by the caller once the batch has committed
     /// ([`BatchReport::record`]).
@@ -207,7 +211,10 @@ pub fn process_with(
         }
     }
     match run_batch(pool, config, limit, yield_now, Isolation::SavepointPerEvent) {
-        Ok(report) => Ok(report),
+        Ok(report) => Ok(BatchReport {
+            rerun_event_by_event: isolation == Isolation::Optimistic,
+            ..report
+        }),
         Err(Attempt::Store(e)) => Err(e),
         Err(Attempt::EventFailed) => Err(StoreError::Task(
             "an event failed outside its savepoint".to_owned(),
@@ -241,6 +248,16 @@ fn run_batch(
                 &b.id,
             ))
         });
+        // Optimistic batches gather their writes and make them set-wise (see `Staging`),
+        // starting with one read of every checkout the batch may move, locked in intent
+        // order; a batch run event by event writes as it goes.
+        let mut staging = match isolation {
+            Isolation::Optimistic => Staging::batch(),
+            Isolation::SavepointPerEvent => Staging::immediate(),
+        };
+        let mut objects: Vec<&str> = due.iter().filter_map(|c| c.object_id.as_deref()).collect();
+        objects.dedup();
+        staging.lock_checkouts(conn, &objects)?;
         let mut report = BatchReport {
             claimed: due.len(),
             at_ms: now,
@@ -283,6 +300,7 @@ fn run_batch(
                         now / 1000,
                         config.notifications,
                         &mut effects,
+                        &mut staging,
                     )
                 }),
                 Isolation::Optimistic => {
@@ -292,6 +310,7 @@ fn run_batch(
                         now / 1000,
                         config.notifications,
                         &mut effects,
+                        &mut staging,
                     ) {
                         Err(_) => return Err(Attempt::EventFailed),
                         applied => applied,
@@ -350,6 +369,12 @@ fn run_batch(
                 report.yielded = true;
                 break;
             }
+        }
+        // A gathered write that fails (a checkout another instance created meanwhile) fails
+        // the try, which runs again event by event, where each event's failure is its own.
+        if let Err(e) = staging.flush(conn) {
+            debug!("writing the batch's gathered changes failed: {e}");
+            return Err(Attempt::EventFailed);
         }
         events::finish_events(conn, &finished, now / 1000)?;
         Ok(report)

@@ -35,7 +35,7 @@ use crate::domain::cards::{self, PaymentMethodStatus};
 use crate::domain::customer::{self, ByEmail, Known, Names, NewStripeCustomer};
 use crate::store::checkouts as checkout_store;
 use crate::store::customers::{self as customer_store, CustomerRow};
-use crate::store::outbox::{self as store, NewOutboxItem};
+use crate::store::outbox::{self as store, QueuedItem};
 use crate::store::payment_methods::{self, PaymentMethodRow};
 use crate::store::{now_secs, Conn, StoreError, StoreResult};
 use crate::stripe::client::{ApiError, PaymentMethodSummary};
@@ -99,36 +99,48 @@ pub struct SaveCard<'a> {
     pub account: Option<&'a str>,
 }
 
-/// Queues the save, once per intent: a redelivered or replayed event finds it already there.
-pub fn enqueue(conn: &mut Conn, work: &SaveCard<'_>, now: i64) -> StoreResult<bool> {
-    let key = format!("{KIND}:{}", work.intent_id);
+/// The outbox item that saves the card, keyed once per intent: a redelivered or replayed
+/// event asks for the same item, which is then not inserted again.
+pub fn item(work: &SaveCard<'_>, now: i64) -> QueuedItem {
     let data = json!(Data {
         payment_method_id: work.payment_method_id.to_owned(),
         customer_id: work.customer_id,
         account: work.account.map(str::to_owned),
     })
     .to_string();
-    let lane = work.customer_id.map(lane);
-    let inserted = store::insert_item(
-        conn,
-        &NewOutboxItem {
-            kind: KIND,
-            idempotency_key: &key,
-            lane: lane.as_deref(),
-            checkout_id: Some(work.checkout_id),
-            data: &data,
-            step: Step::Resolve.as_str(),
-            created_at: now,
-            updated_at: now,
-        },
-    )?;
-    if inserted {
+    QueuedItem {
+        kind: KIND.to_owned(),
+        idempotency_key: format!("{KIND}:{}", work.intent_id),
+        lane: work.customer_id.map(lane),
+        checkout_id: Some(work.checkout_id.to_owned()),
+        data,
+        step: Step::Resolve.as_str().to_owned(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Queues the save, once per intent; returns whether this call queued it.
+pub fn enqueue(conn: &mut Conn, work: &SaveCard<'_>, now: i64) -> StoreResult<bool> {
+    let item = item(work, now);
+    let inserted = store::insert_queued_items(conn, std::slice::from_ref(&item))?;
+    log_queued(std::slice::from_ref(&item), &inserted);
+    Ok(!inserted.is_empty())
+}
+
+/// Logs each of `items` whose key is among those `inserted`.
+pub fn log_queued(items: &[QueuedItem], inserted: &[String]) {
+    for item in items
+        .iter()
+        .filter(|i| inserted.contains(&i.idempotency_key))
+    {
         info!(
-            "checkout {} ({}): queued {key} for {} (customer {:?})",
-            work.checkout_id, work.intent_id, work.payment_method_id, work.customer_id
+            "checkout {}: queued {} ({})",
+            item.checkout_id.as_deref().unwrap_or("-"),
+            item.idempotency_key,
+            item.data
         );
     }
-    Ok(inserted)
 }
 
 /// The kind, with what its steps need.

@@ -97,6 +97,27 @@ pub fn find_checkout_by_intent(
     })
 }
 
+/// The checkouts following any of `intent_ids`, read in one query; on PostgreSQL locked for
+/// the transaction in intent order, the order every batch takes them in (see
+/// [`crate::inbox::processor`]), so two batches never wait on each other in a cycle here.
+pub fn lock_checkouts_by_intents(
+    conn: &mut Conn,
+    intent_ids: &[&str],
+) -> StoreResult<Vec<CheckoutRow>> {
+    macro_rules! query {
+        () => {
+            dsl::checkouts
+                .filter(dsl::intent_id.eq_any(intent_ids))
+                .order(dsl::intent_id.asc())
+                .select(CheckoutRow::as_select())
+        };
+    }
+    Ok(match conn {
+        Conn::Sqlite(c) => query!().load(&mut **c)?,
+        Conn::Postgres(c) => query!().for_update().load(&mut **c)?,
+    })
+}
+
 pub fn find_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<CheckoutRow>> {
     Ok(
         with_conn!(conn, c => dsl::checkouts.find(id).select(CheckoutRow::as_select()).get_result(c).optional())?,
@@ -147,6 +168,104 @@ pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
         .sql(" WHERE id = ")
         .text(&row.id);
     with_conn!(conn, c => statement.execute(c))?;
+    Ok(())
+}
+
+/// Rows per multi-row statement: far below PostgreSQL's 65 535 bind parameters for the
+/// widest row, whatever batch size is configured.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Inserts `rows`, skipping any whose intent has a checkout already; returns how many it
+/// inserted.
+pub fn insert_checkouts(conn: &mut Conn, rows: &[CheckoutRow]) -> StoreResult<usize> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        inserted += match conn {
+            Conn::Postgres(c) => diesel::insert_into(checkouts::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(&mut **c)?,
+            Conn::Sqlite(_) => {
+                let mut n = 0;
+                for row in chunk {
+                    n += usize::from(insert_checkout(conn, row)?);
+                }
+                n
+            }
+        };
+    }
+    Ok(inserted)
+}
+
+/// [`update_checkout`] for several rows; on PostgreSQL one statement (the rows' values as
+/// arrays, `unnest`ed) instead of a round trip per row. Returns how many rows it updated.
+pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<usize> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    let Conn::Postgres(c) = conn else {
+        for row in rows {
+            update_checkout(conn, row)?;
+        }
+        return Ok(rows.len());
+    };
+    let mut updated = 0;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let text = |f: fn(&CheckoutRow) -> &str| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let opt_text =
+            |f: fn(&CheckoutRow) -> Option<&str>| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let int = |f: fn(&CheckoutRow) -> i64| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let opt_int =
+            |f: fn(&CheckoutRow) -> Option<i64>| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
+        updated += diesel::sql_query(
+            "UPDATE checkouts AS c SET customer_id = v.customer_id, \
+             stripe_customer_id = v.stripe_customer_id, payment_method_id = v.payment_method_id, \
+             amount = v.amount, currency = v.currency, setup_future_usage = v.setup_future_usage, \
+             state = v.state, state_event_id = v.state_event_id, \
+             state_event_created = v.state_event_created, last_error_code = v.last_error_code, \
+             decline_code = v.decline_code, last_error_message = v.last_error_message, \
+             updated_at = v.updated_at \
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], \
+             $12::text[], $13::text[], $14::bigint[]) \
+             AS v(id, customer_id, stripe_customer_id, payment_method_id, amount, currency, \
+             setup_future_usage, state, state_event_id, state_event_created, last_error_code, \
+             decline_code, last_error_message, updated_at) \
+             WHERE c.id = v.id",
+        )
+        .bind::<Array<Text>, _>(text(|r| &r.id))
+        .bind::<Array<Nullable<BigInt>>, _>(opt_int(|r| r.customer_id))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.stripe_customer_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.payment_method_id.as_deref()))
+        .bind::<Array<Nullable<BigInt>>, _>(opt_int(|r| r.amount))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.currency.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.setup_future_usage.as_deref()))
+        .bind::<Array<Text>, _>(text(|r| r.state.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.state_event_id.as_deref()))
+        .bind::<Array<BigInt>, _>(int(|r| r.state_event_created))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.last_error_code.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.decline_code.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.last_error_message.as_deref()))
+        .bind::<Array<BigInt>, _>(int(|r| r.updated_at))
+        .execute(&mut **c)?;
+    }
+    Ok(updated)
+}
+
+/// Inserts several transitions, in order.
+pub fn insert_transitions(conn: &mut Conn, rows: &[NewTransition<'_>]) -> StoreResult<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        match conn {
+            Conn::Postgres(c) => {
+                diesel::insert_into(checkout_transitions::table)
+                    .values(chunk)
+                    .execute(&mut **c)?;
+            }
+            Conn::Sqlite(_) => {
+                for row in chunk {
+                    insert_transition(conn, row)?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -85,6 +85,50 @@ pub fn insert_item(conn: &mut Conn, new: &NewOutboxItem<'_>) -> StoreResult<bool
     Ok(n == 1)
 }
 
+/// An outbox item to insert, owning its values: what a batch of events gathers to insert
+/// together ([`insert_queued_items`]).
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = outbox, treat_none_as_default_value = false)]
+pub struct QueuedItem {
+    pub kind: String,
+    pub idempotency_key: String,
+    pub lane: Option<String>,
+    pub checkout_id: Option<String>,
+    pub data: String,
+    pub step: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Inserts each item unless one with its idempotency key exists; returns the keys of those
+/// it inserted. One statement per thousand items on PostgreSQL.
+pub fn insert_queued_items(conn: &mut Conn, items: &[QueuedItem]) -> StoreResult<Vec<String>> {
+    let mut inserted = Vec::new();
+    for chunk in items.chunks(1000) {
+        match conn {
+            Conn::Postgres(c) => inserted.extend(
+                diesel::insert_into(outbox::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .returning(dsl::idempotency_key)
+                    .get_results::<String>(&mut **c)?,
+            ),
+            Conn::Sqlite(c) => {
+                for item in chunk {
+                    let n = diesel::insert_into(outbox::table)
+                        .values(item)
+                        .on_conflict_do_nothing()
+                        .execute(&mut **c)?;
+                    if n == 1 {
+                        inserted.push(item.idempotency_key.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(inserted)
+}
+
 pub fn find_item(conn: &mut Conn, id: i64) -> StoreResult<Option<OutboxRow>> {
     Ok(with_conn!(conn, c => dsl::outbox
         .find(id)

@@ -117,6 +117,30 @@ pub fn insert_payment_method_if_absent(
     Ok(n == 1)
 }
 
+/// [`insert_payment_method_if_absent`] for several records: one statement on PostgreSQL.
+pub fn insert_payment_methods_if_absent(
+    conn: &mut Conn,
+    rows: &[PaymentMethodRow],
+) -> StoreResult<()> {
+    // Rows per statement: 16 columns each, far below PostgreSQL's 65 535 bind parameters.
+    for chunk in rows.chunks(1000) {
+        match conn {
+            Conn::Postgres(c) => {
+                diesel::insert_into(payment_methods::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(&mut **c)?;
+            }
+            Conn::Sqlite(_) => {
+                for row in chunk {
+                    insert_payment_method_if_absent(conn, row)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Inserts or overwrites the whole record.
 pub fn save_payment_method(conn: &mut Conn, row: &PaymentMethodRow) -> StoreResult<()> {
     with_conn!(conn, c => diesel::insert_into(payment_methods::table)

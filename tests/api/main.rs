@@ -28,6 +28,7 @@ mod replay;
 mod resync;
 mod scale_out;
 mod schema;
+mod set_wise;
 mod signature;
 mod stripe_faults;
 mod stripe_flows;
