@@ -14,12 +14,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::inbox::admission::Committed;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use futures_util::FutureExt;
 use log::{error, info, warn};
-use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -165,7 +165,7 @@ impl Application {
         }
 
         let health = Arc::new(Health::default());
-        let committed = Arc::new(Notify::new());
+        let committed = Arc::new(Committed::new());
         let (admitter, writers) = Admitter::start(
             pool.clone(),
             config.admission,
@@ -241,6 +241,7 @@ impl Application {
                     processor::run(
                         pool.clone(),
                         config.processor,
+                        processor::Role::of(n),
                         thread,
                         committed.clone(),
                         metrics.clone(),

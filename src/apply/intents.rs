@@ -31,6 +31,20 @@ fn new_checkout_id() -> String {
     format!("chk_{:032x}", rand::random::<u128>())
 }
 
+/// Who an intent names as its customer: its Stripe `customer` and `customer_ref`, in the
+/// account of the event or observation.
+pub(super) fn customer_names<'a>(account: Option<&'a str>, view: &'a IntentView) -> Names<'a> {
+    Names {
+        account,
+        stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
+        customer_ref: view.customer_ref.as_deref(),
+        email: None,
+    }
+}
+
+/// Intents only find customers by email, never create them (see [`ByEmail`]).
+pub(super) const INTENT_RULE: ByEmail = ByEmail::FindOnly;
+
 /// What moves a checkout: an event, or an observation of the intent (resync).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Cause<'a> {
@@ -89,20 +103,10 @@ pub(super) fn apply_intent(
         staging,
     } = out;
     let notifications = *notifications;
-    let customer = staging.resolve_customer(
-        conn,
-        Names {
-            account: cause.account,
-            stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
-            customer_ref: view.customer_ref.as_deref(),
-            email: None,
-        },
-        ByEmail::FindOnly,
-        now,
-    )?;
+    let customer =
+        staging.resolve_customer(conn, customer_names(cause.account, view), INTENT_RULE, now)?;
     if let Some(pm) = &view.error_payment_method {
-        // Reads and rewrites the card: whatever the batch gathered goes first.
-        staging.flush(conn)?;
+        staging.write_card_first(conn, pm.id.as_str())?;
         record_payment_method(conn, pm, customer.as_ref(), None, now)?;
     } else if let Some(pm_id) = &view.payment_method {
         let mut row = PaymentMethodRow::new(pm_id.as_str(), now);

@@ -58,6 +58,16 @@ pub(crate) struct Outputs<'a> {
     pub staging: &'a mut Staging,
 }
 
+/// The intent an intent event's payload describes; `None` for another kind of event or a
+/// payload that does not read as one (applying it says why).
+pub fn read_intent(event: &WebhookEvent) -> Option<IntentView> {
+    let Some(EventKind::Intent(_)) = EventKind::from_type(&event.event_type) else {
+        return None;
+    };
+    let json: Value = serde_json::from_str(&event.payload).ok()?;
+    IntentView::from_object(payload::data_object(&json).ok()?).ok()
+}
+
 /// Applies `event`. `now` is local seconds.
 pub fn apply_event(conn: &mut Conn, event: &WebhookEvent, now: i64) -> StoreResult<Applied> {
     apply_event_with(conn, event, now, &mut Effects::default())
@@ -90,16 +100,21 @@ pub fn apply_event_notifying(
     effects: &mut Effects,
     staging: &mut Staging,
 ) -> StoreResult<Applied> {
-    let kind = EventKind::from_type(&event.event_type);
-    if matches!(kind, Some(EventKind::PaymentMethod { .. })) {
-        // Reads and rewrites cards and customers by paths of its own. (A thin event only
-        // queues an outbox item of its own kind; an ignored one writes nothing.)
-        staging.reset(conn)?;
-    }
-    let Some(kind) = kind else {
+    let Some(kind) = EventKind::from_type(&event.event_type) else {
         // No snapshot type: a thin event (whose types are its own), or one not handled.
         return Ok(thin::apply_thin_event(conn, event, now)?.unwrap_or(Applied::Ignored));
     };
+    if let EventKind::Intent(kind) = kind {
+        // Read already by the batch (see `Staging::read_ahead`): not parsed twice.
+        if let Some(view) = staging.take_intent(&event.id) {
+            let mut out = Outputs {
+                notifications,
+                effects,
+                staging,
+            };
+            return intents::apply_intent_event(conn, event, kind, &view, now, &mut out);
+        }
+    }
     let json: Value = match serde_json::from_str(&event.payload) {
         Ok(v) => v,
         Err(e) => return Ok(Applied::Invalid(format!("payload is not JSON: {e}"))),
@@ -121,9 +136,9 @@ pub fn apply_event_notifying(
             Err(e) => Ok(Applied::Invalid(e.to_string())),
         },
         EventKind::PaymentMethod { attached } => match PaymentMethodView::from_object(object) {
-            Ok(view) => {
-                payment_methods::apply_payment_method_event(conn, event, attached, &view, now)
-            }
+            Ok(view) => payment_methods::apply_payment_method_event(
+                conn, event, attached, &view, now, staging,
+            ),
             Err(e) => Ok(Applied::Invalid(e.to_string())),
         },
     }

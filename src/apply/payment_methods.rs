@@ -3,10 +3,10 @@
 
 use log::info;
 
+use super::staging::Staging;
 use super::Applied;
 use crate::domain::cards;
 use crate::domain::customer::{ByEmail, Names};
-use crate::store::customers::resolve as resolve_customer;
 use crate::store::customers::{self as customer_store, CustomerRow};
 use crate::store::events::WebhookEvent;
 use crate::store::payment_methods::{self, PaymentMethodRow};
@@ -19,6 +19,7 @@ pub(super) fn apply_payment_method_event(
     attached: bool,
     view: &PaymentMethodView,
     now: i64,
+    staging: &mut Staging,
 ) -> StoreResult<Applied> {
     let customer = if attached {
         let names = Names {
@@ -26,10 +27,11 @@ pub(super) fn apply_payment_method_event(
             stripe_customer_id: view.customer.as_ref().map(|c| c.as_str()),
             ..Names::default()
         };
-        resolve_customer(conn, names, ByEmail::FindOnly, now)?
+        staging.resolve_customer(conn, names, ByEmail::FindOnly, now)?
     } else {
         None
     };
+    staging.write_card_first(conn, view.id.as_str())?;
     let row = record_payment_method(
         conn,
         view,

@@ -7,15 +7,20 @@
 //! instead
 //! - reads and locks the batch's checkouts in one query, in intent order
 //!   ([`Staging::lock_checkouts`]), and keeps each in memory as the batch's events move it;
+//! - reads each chunk of events ahead ([`Staging::read_ahead`]): parses each intent event
+//!   once, and reads every customer they name in one query per account;
 //! - remembers each customer it resolved, for the next event naming the same one;
 //! - gathers what nothing later in the batch reads back (new and changed checkouts, cards
 //!   recorded if absent, transitions, outbox items) and writes it when the batch ends
 //!   ([`Staging::flush`]), one multi-row statement per table, tables in the order their
 //!   foreign keys need.
 //!
-//! A read that could see gathered rows (another kind of event, the app's checkout named in
-//! metadata, a card's billing email, a notification's view of the checkout) writes what is
-//! gathered first ([`Staging::flush`]; [`Staging::reset`] also forgets what it read).
+//! A read that could see gathered rows (the app's checkout named in metadata, a card's
+//! billing email, a notification's view of the checkout) writes what is gathered first
+//! ([`Staging::flush`]); a card about to be read and rewritten (its own
+//! `payment_method.*` event, an intent's error naming it) is written first with the other
+//! gathered cards ([`Staging::write_card_first`]). Customers are resolved through the
+//! staging by every kind of event, so what it remembers of them stays true.
 //!
 //! Every guarantee stays where it was: the writes commit with the events' statuses, in the
 //! batch's one transaction; the checkouts are locked before any is changed. A gathered write
@@ -27,13 +32,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use log::debug;
 
+use super::intents::customer_names;
+use super::read_intent;
 use crate::domain::customer::{ByEmail, Names};
 use crate::outbox::save_card;
 use crate::store::checkouts::{self as checkout_store, CheckoutRow, NewTransition};
+use crate::store::customers::account_key;
 use crate::store::customers::{self as customer_store, CustomerRow};
+use crate::store::events::WebhookEvent;
 use crate::store::outbox::{self as outbox_store, QueuedItem};
 use crate::store::payment_methods::{self, PaymentMethodRow};
 use crate::store::{Conn, StoreError, StoreResult};
+use crate::stripe::payload::IntentView;
 
 /// How an apply writes; see the module docs.
 #[derive(Debug, Default)]
@@ -49,6 +59,12 @@ struct Batch {
     /// Intents looked up that have no checkout (yet): no second look needed.
     absent: HashSet<String>,
     customers: HashMap<CustomerKey, Option<CustomerRow>>,
+    /// Who holds each Stripe customer id read ahead (`None`: nobody).
+    by_stripe_id: HashMap<String, Option<CustomerRow>>,
+    /// Who holds each (account, customer_ref) read ahead (`None`: nobody).
+    by_ref: HashMap<(String, String), Option<CustomerRow>>,
+    /// Intent events read ahead, by event id, until applied.
+    intents: HashMap<String, IntentView>,
     cards: Vec<PaymentMethodRow>,
     card_ids: HashSet<String>,
     transitions: Vec<Transition>,
@@ -285,8 +301,72 @@ impl Staging {
         }
     }
 
-    /// The customer `names` refer to ([`customer_store::resolve`]); a batch resolves each
-    /// set of names once, since resolving again would find what the first time found or made.
+    /// Reads `events` ahead of applying them: parses each intent event once (applying it
+    /// takes the result, [`Staging::take_intent`]) and reads every customer they name that
+    /// the batch has not read yet, one query per account. Immediate staging reads nothing.
+    pub fn read_ahead(&mut self, conn: &mut Conn, events: &[WebhookEvent]) -> StoreResult<()> {
+        let Some(batch) = &mut self.batch else {
+            return Ok(());
+        };
+        for event in events {
+            if let Some(view) = read_intent(event) {
+                batch.intents.insert(event.id.clone(), view);
+            }
+        }
+        // Per account: the Stripe ids and refs not read yet.
+        let mut wanted: BTreeMap<Option<&str>, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+        for event in events {
+            let Some(view) = batch.intents.get(&event.id) else {
+                continue;
+            };
+            let names = customer_names(event.account.as_deref(), view);
+            let (ids, refs) = wanted.entry(names.account).or_default();
+            if let Some(id) = names
+                .stripe_customer_id
+                .filter(|id| !batch.by_stripe_id.contains_key(*id))
+            {
+                ids.push(id);
+            }
+            if let Some(r) = names.customer_ref.filter(|r| {
+                !batch
+                    .by_ref
+                    .contains_key(&(account_key(names.account).to_owned(), (*r).to_owned()))
+            }) {
+                refs.push(r);
+            }
+        }
+        for (account, (ids, refs)) in wanted {
+            if ids.is_empty() && refs.is_empty() {
+                continue;
+            }
+            let rows = customer_store::find_customers_named(conn, account, &ids, &refs)?;
+            let account = account_key(account);
+            for id in ids {
+                let holder = rows
+                    .iter()
+                    .find(|r| r.stripe_customer_id.as_deref() == Some(id));
+                batch.by_stripe_id.insert(id.to_owned(), holder.cloned());
+            }
+            for r in refs {
+                let holder = rows
+                    .iter()
+                    .find(|c| c.account == account && c.customer_ref.as_deref() == Some(r));
+                batch
+                    .by_ref
+                    .insert((account.to_owned(), r.to_owned()), holder.cloned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The intent `event_id` was read as ahead of applying it, if it was.
+    pub fn take_intent(&mut self, event_id: &str) -> Option<IntentView> {
+        self.batch.as_mut()?.intents.remove(event_id)
+    }
+
+    /// The customer `names` refer to ([`customer_store::resolve`]). A batch resolves each
+    /// set of names once, since resolving again would find what the first time found or
+    /// made, and weighs the holders it read ahead instead of reading them again.
     pub fn resolve_customer(
         &mut self,
         conn: &mut Conn,
@@ -301,7 +381,43 @@ impl Staging {
         if let Some(found) = batch.customers.get(&key) {
             return Ok(found.clone());
         }
-        let found = customer_store::resolve(conn, names, rule, now)?;
+        let account = account_key(names.account).to_owned();
+        let by_stripe_id = names
+            .stripe_customer_id
+            .map(|id| batch.by_stripe_id.get(id));
+        let by_ref = names
+            .customer_ref
+            .map(|r| batch.by_ref.get(&(account.clone(), r.to_owned())));
+        let read_ahead = names.email.is_none()
+            && !matches!(by_stripe_id, Some(None))
+            && !matches!(by_ref, Some(None));
+        let found = if read_ahead {
+            let by_stripe_id = by_stripe_id.flatten().cloned().flatten();
+            let by_ref = by_ref.flatten().cloned().flatten();
+            customer_store::resolve_among(conn, names, rule, now, by_stripe_id, by_ref)?
+        } else {
+            customer_store::resolve(conn, names, rule, now)?
+        };
+        if let Some(row) = &found {
+            // A customer created or linked now holds its id and ref from here on.
+            for holder in batch
+                .by_stripe_id
+                .values_mut()
+                .chain(batch.by_ref.values_mut())
+                .flatten()
+                .filter(|h| h.id == row.id)
+            {
+                *holder = row.clone();
+            }
+            if let Some(id) = &row.stripe_customer_id {
+                batch.by_stripe_id.insert(id.clone(), Some(row.clone()));
+            }
+            if let Some(r) = &row.customer_ref {
+                batch
+                    .by_ref
+                    .insert((row.account.clone(), r.clone()), Some(row.clone()));
+            }
+        }
         batch.customers.insert(key, found.clone());
         Ok(found)
     }
@@ -373,15 +489,20 @@ impl Staging {
         Ok(())
     }
 
-    /// [`Staging::flush`], then forgets what the batch read: for an event that may change
-    /// customers, cards or checkouts by other paths than this staging.
-    pub fn reset(&mut self, conn: &mut Conn) -> StoreResult<()> {
-        self.flush(conn)?;
-        if let Some(batch) = &mut self.batch {
-            batch.checkouts.clear();
-            batch.absent.clear();
-            batch.customers.clear();
-            batch.card_ids.clear();
+    /// Writes the gathered cards now if `payment_method_id` is among them: for a caller
+    /// about to read and rewrite that card (the card's own events, an intent's error
+    /// naming it). Nothing else gathered depends on cards, so the rest waits.
+    pub fn write_card_first(
+        &mut self,
+        conn: &mut Conn,
+        payment_method_id: &str,
+    ) -> StoreResult<()> {
+        let Some(batch) = &mut self.batch else {
+            return Ok(());
+        };
+        if batch.cards.iter().any(|c| c.id == payment_method_id) {
+            payment_methods::insert_payment_methods_if_absent(conn, &batch.cards)?;
+            batch.cards.clear();
         }
         Ok(())
     }

@@ -81,7 +81,7 @@ pub async fn run(
     let stripe = gateway(global, metrics.clone())?;
     let connect_endpoint = load_connect_endpoint(&Layered(global, ProcessEnv))?;
     let pool = open_existing(url, pool_options())?;
-    let committed = Arc::new(tokio::sync::Notify::new());
+    let committed = Arc::new(payhook::inbox::admission::Committed::new());
     // One pass, reported by its own outcome: no `/readyz` to tell.
     let health = Arc::new(payhook::health::Health::default());
     let (admitter, writers) =

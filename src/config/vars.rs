@@ -183,8 +183,8 @@ vars! {
         "How often the processor looks for due retries, in milliseconds (new events wake it at once).");
     PROCESS_WORKERS = help(var("PROCESS_WORKERS", "process-workers", PerBackend { sqlite: "1", postgres: "2" }, int(1, 64)),
         "Processor threads (SQLite has one writer at a time; on PostgreSQL a processor spends much of its time waiting for round trips).");
-    PROCESS_MAX_TXN_MS = help(var("PROCESS_MAX_TXN_MS", "process-max-txn-ms", Value("20"), int(1, 60_000)),
-        "Longest a processing transaction runs before it commits, in milliseconds.");
+    PROCESS_MAX_TXN_MS = help(var("PROCESS_MAX_TXN_MS", "process-max-txn-ms", PerBackend { sqlite: "20", postgres: "100" }, int(1, 60_000)),
+        "Longest a processing transaction runs before it commits, in milliseconds (SQLite: admission waits for its write lock; PostgreSQL: a batch's fixed cost, about 15 ms, is shared by the events applied in it).");
     PROCESS_NICE = help(var("PROCESS_NICE", "process-nice", Value("19"), int(0, 19)),
         "Nice value of the processor threads: when the CPU is short, acknowledging deliveries goes first and applying them catches up after.");
     ADMIT_MAX_BATCH = help(var("ADMIT_MAX_BATCH", "admit-max-batch", Value("512"), int(1, 10_000)),

@@ -7,6 +7,7 @@
 //! themselves under load (requests queue while the previous batch commits), so an idle
 //! service answers at once and a busy one amortises its commits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -102,13 +103,42 @@ impl Drop for ExitGuard {
     }
 }
 
+/// What admission tells the processors after each commit that stored new events: wake up
+/// (apply them at once instead of at the next poll), and that deliveries are arriving.
+#[derive(Debug, Default)]
+pub struct Committed {
+    wake: Notify,
+    commits: AtomicU64,
+}
+
+impl Committed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A commit stored new events.
+    pub fn stored(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next [`Committed::stored`] (or at once if one came since the last).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// How many commits have stored new events: a change means deliveries are arriving.
+    pub fn count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
 impl Admitter {
-    /// Starts the writer threads. `committed` is notified after every commit that stored new
-    /// events, so the processor starts on them at once instead of at its next poll.
+    /// Starts the writer threads. `committed` hears of every commit that stored new events.
     pub fn start(
         pool: Pool,
         config: AdmissionConfig,
-        committed: Arc<Notify>,
+        committed: Arc<Committed>,
         health: Arc<Health>,
     ) -> std::io::Result<(Self, Writers)> {
         let writers = config.writers.max(1);
@@ -171,7 +201,7 @@ fn write_loop(
     pool: Pool,
     config: AdmissionConfig,
     rx: SharedQueue,
-    committed: Arc<Notify>,
+    committed: Arc<Committed>,
     storage: StorageHealth,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(config.max_batch);
@@ -222,7 +252,7 @@ fn write_loop(
             }
         }
         if stored_any {
-            committed.notify_one();
+            committed.stored();
         }
     }
     debug!("admission writer stopped");

@@ -31,13 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::staging::Staging;
 use crate::apply::{apply_event_notifying, Applied, Effects};
 use crate::config::ProcessorConfig;
 use crate::domain::checkout::{CheckoutState, TransitionOutcome};
+use crate::inbox::admission::Committed;
 use crate::metrics::Metrics;
 use crate::retry;
 use crate::store::events::{self, EventStatus};
@@ -277,14 +277,13 @@ fn run_batch(
                     .iter()
                     .map(|c| c.id.as_str())
                     .collect();
-                read = if let [id] = ids.as_slice() {
+                let chunk: Vec<events::WebhookEvent> = if let [id] = ids.as_slice() {
                     events::find_event(conn, id)?.into_iter().collect()
                 } else {
                     events::find_events(conn, &ids)?
-                }
-                .into_iter()
-                .map(|e| (e.id.clone(), e))
-                .collect();
+                };
+                staging.read_ahead(conn, &chunk)?;
+                read = chunk.into_iter().map(|e| (e.id.clone(), e)).collect();
             }
             // The claim holds the row for this transaction, so it is there.
             let event = &read.remove(&claimed.id).ok_or_else(|| {
@@ -436,24 +435,68 @@ fn record_failure(
     }
 }
 
-/// Runs batches until `shutdown`: at once while there is a backlog, on `wake` (new events
-/// committed) or every `poll_interval` (due retries) otherwise.
+/// Which part a processor plays among the `PROCESS_WORKERS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Applies whenever there is work: woken by each commit of new events.
+    First,
+    /// Joins only while no delivery is being stored. A batch applied set-wise keeps its
+    /// PostgreSQL backend busy for milliseconds at a time, and those backends run at the
+    /// priority admission's do (only payhook's own threads are niced): two of them at once
+    /// took both cores from deliveries and doubled the p99 of acknowledging at 1 000/s
+    /// (BENCHMARKS.md). One processor keeps up with deliveries; the others drain a backlog
+    /// once they stop.
+    Helper,
+}
+
+impl Role {
+    /// The first of `n` processors is [`Role::First`], the others [`Role::Helper`]s.
+    pub fn of(n: usize) -> Self {
+        if n == 0 {
+            Self::First
+        } else {
+            Self::Helper
+        }
+    }
+}
+
+/// How long a helper waits for deliveries to stop (no new events committed meanwhile), and
+/// how often an idle one looks for a backlog. It never waits for a wake-up: that would take
+/// it from the first processor.
+const HELPER_QUIET: Duration = Duration::from_millis(100);
+
+/// Runs batches until `shutdown`: at once while there is a backlog, on `committed` (new events
+/// committed) or every `poll_interval` (due retries) otherwise; a [`Role::Helper`] only while
+/// no deliveries are being stored.
 ///
 /// Batches run on `thread`, which [`crate::inbox::background`] starts at a lower CPU priority.
 pub async fn run(
     pool: Pool,
     config: ProcessorConfig,
+    role: Role,
     thread: BackgroundThread,
-    wake: Arc<Notify>,
+    committed: Arc<Committed>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0;
     let mut limit = config.batch_size;
     let mut isolation = Isolation::for_pool(&pool);
+    let mut commits_seen = committed.count();
     loop {
         if shutdown.is_cancelled() {
             break;
+        }
+        if role == Role::Helper {
+            let commits = committed.count();
+            if commits != commits_seen {
+                commits_seen = commits;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(HELPER_QUIET) => {}
+                }
+                continue;
+            }
         }
         let result = pool
             .run_on(&thread, move |p| {
@@ -486,7 +529,10 @@ pub async fn run(
                 if claimed_all {
                     continue;
                 }
-                config.poll_interval
+                match role {
+                    Role::First => config.poll_interval,
+                    Role::Helper => HELPER_QUIET.min(config.poll_interval),
+                }
             }
             // The thread is gone: this processor cannot work any more, and its task ending
             // tells the supervisor so.
@@ -501,9 +547,16 @@ pub async fn run(
                 pause
             }
         };
+        if role == Role::Helper {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            continue;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = wake.notified() => {}
+            _ = committed.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }
