@@ -460,9 +460,9 @@ impl Role {
     }
 }
 
-/// How long a helper waits for deliveries to stop (no new events committed meanwhile), and
-/// how often an idle one looks for a backlog. It never waits for a wake-up: that would take
-/// it from the first processor.
+/// How long a helper waits for deliveries to stop (no new events committed meanwhile). An
+/// idle helper looks for a backlog every `poll_interval`; it never waits for a wake-up, which
+/// would take it from the first processor.
 const HELPER_QUIET: Duration = Duration::from_millis(100);
 
 /// Runs batches until `shutdown`: at once while there is a backlog, on `committed` (new events
@@ -529,10 +529,7 @@ pub async fn run(
                 if claimed_all {
                     continue;
                 }
-                match role {
-                    Role::First => config.poll_interval,
-                    Role::Helper => HELPER_QUIET.min(config.poll_interval),
-                }
+                config.poll_interval
             }
             // The thread is gone: this processor cannot work any more, and its task ending
             // tells the supervisor so.
