@@ -391,14 +391,22 @@ impl Staging {
         let read_ahead = names.email.is_none()
             && !matches!(by_stripe_id, Some(None))
             && !matches!(by_ref, Some(None));
-        let found = if read_ahead {
+        let (found, held) = if read_ahead {
             let by_stripe_id = by_stripe_id.flatten().cloned().flatten();
             let by_ref = by_ref.flatten().cloned().flatten();
-            customer_store::resolve_among(conn, names, rule, now, by_stripe_id, by_ref)?
+            let held = [by_stripe_id.clone(), by_ref.clone()];
+            let found =
+                customer_store::resolve_among(conn, names, rule, now, by_stripe_id, by_ref)?;
+            (found, held)
         } else {
-            customer_store::resolve(conn, names, rule, now)?
+            (
+                customer_store::resolve(conn, names, rule, now)?,
+                [None, None],
+            )
         };
-        if let Some(row) = &found {
+        // A holder read ahead and returned as it was: the maps know it already.
+        let as_read = found.is_some() && held.contains(&found);
+        if let Some(row) = found.as_ref().filter(|_| !as_read) {
             // A customer created or linked now holds its id and ref from here on.
             for holder in batch
                 .by_stripe_id

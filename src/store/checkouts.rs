@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use super::prepared::Fixed;
 use super::schema::checkout_transitions::{self, dsl as tdsl};
 use super::schema::checkouts::{self, dsl};
-use super::{Conn, StoreResult};
+use super::{Conn, StoreResult, ROWS_PER_STATEMENT};
 use crate::domain::checkout::{CheckoutKind, CheckoutState, Current, TransitionOutcome};
 use crate::with_conn;
 
@@ -174,10 +174,6 @@ pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
     with_conn!(conn, c => statement.execute(c))?;
     Ok(())
 }
-
-/// Rows per multi-row statement: far below PostgreSQL's 65 535 bind parameters for the
-/// widest row, whatever batch size is configured.
-const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Inserts `rows`, skipping any whose intent has a checkout already; returns how many it
 /// inserted.

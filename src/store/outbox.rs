@@ -104,7 +104,7 @@ pub struct QueuedItem {
 /// it inserted. One statement per thousand items on PostgreSQL.
 pub fn insert_queued_items(conn: &mut Conn, items: &[QueuedItem]) -> StoreResult<Vec<String>> {
     let mut inserted = Vec::new();
-    for chunk in items.chunks(1000) {
+    for chunk in items.chunks(super::ROWS_PER_STATEMENT) {
         match conn {
             Conn::Postgres(c) => inserted.extend(
                 diesel::insert_into(outbox::table)

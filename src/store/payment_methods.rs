@@ -122,8 +122,7 @@ pub fn insert_payment_methods_if_absent(
     conn: &mut Conn,
     rows: &[PaymentMethodRow],
 ) -> StoreResult<()> {
-    // Rows per statement: 16 columns each, far below PostgreSQL's 65 535 bind parameters.
-    for chunk in rows.chunks(1000) {
+    for chunk in rows.chunks(super::ROWS_PER_STATEMENT) {
         match conn {
             Conn::Postgres(c) => {
                 diesel::insert_into(payment_methods::table)
