@@ -105,7 +105,6 @@ pub fn find_customers_named(
     stripe_ids: &[&str],
     customer_refs: &[&str],
 ) -> StoreResult<Vec<CustomerRow>> {
-    use diesel::sql_types::{Array, Text};
     Ok(match conn {
         // One unique-index probe per name, whatever the planner believes about the table:
         // `account = $1 AND customer_ref = ANY($2)` was planned, on tables not analysed yet,
@@ -113,16 +112,11 @@ pub fn find_customers_named(
         // `account` alone), 3 ms for 32 names against 0.26 ms this way (BENCHMARKS.md).
         // `LIMIT 1` keeps each probe a subquery of its own, which the planner cannot turn
         // into a join over the whole table.
-        Conn::Postgres(c) => diesel::sql_query(
-            "SELECT x.* FROM unnest($2::text[]) AS r(ref) CROSS JOIN LATERAL \
-               (SELECT * FROM customers WHERE account = $1 AND customer_ref = r.ref LIMIT 1) AS x \
-             UNION ALL \
-             SELECT x.* FROM unnest($3::text[]) AS s(id) CROSS JOIN LATERAL \
-               (SELECT * FROM customers WHERE stripe_customer_id = s.id LIMIT 1) AS x",
-        )
-        .bind::<Text, _>(account_key(account))
-        .bind::<Array<Text>, _>(customer_refs)
-        .bind::<Array<Text>, _>(stripe_ids)
+        Conn::Postgres(c) => NamedCustomers {
+            account: account_key(account),
+            customer_refs,
+            stripe_ids,
+        }
         .load(&mut **c)?,
         Conn::Sqlite(c) => dsl::customers
             .filter(
@@ -134,6 +128,53 @@ pub fn find_customers_named(
             .load(&mut **c)?,
     })
 }
+
+/// [`find_customers_named`]'s query on PostgreSQL, prepared once per connection: diesel
+/// prepares raw SQL (`sql_query`) again on every call, and parsing and planning it cost
+/// more than its probes (statement profile of a drain, BENCHMARKS.md). The plan cannot go
+/// wrong with the table's statistics: each probe is an equality on a unique index.
+struct NamedCustomers<'a> {
+    account: &'a str,
+    customer_refs: &'a [&'a str],
+    stripe_ids: &'a [&'a str],
+}
+
+impl diesel::query_builder::QueryId for NamedCustomers<'_> {
+    type QueryId = NamedCustomers<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for NamedCustomers<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NamedCustomers<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, Text};
+        out.push_sql("SELECT x.* FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(&self.customer_refs)?;
+        out.push_sql(
+            ") AS r(ref) CROSS JOIN LATERAL \
+             (SELECT * FROM customers WHERE account = ",
+        );
+        out.push_bind_param::<Text, _>(&self.account)?;
+        out.push_sql(
+            " AND customer_ref = r.ref LIMIT 1) AS x \
+             UNION ALL SELECT x.* FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.stripe_ids)?;
+        out.push_sql(
+            ") AS s(id) CROSS JOIN LATERAL \
+             (SELECT * FROM customers WHERE stripe_customer_id = s.id LIMIT 1) AS x",
+        );
+        Ok(())
+    }
+}
+
+impl<C> RunQueryDsl<C> for NamedCustomers<'_> {}
 
 /// The customer of `customer_ref` in `account` (`None`: the platform).
 pub fn find_customer_by_ref(
