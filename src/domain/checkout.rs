@@ -241,6 +241,37 @@ pub fn should_expire(state: CheckoutState, last_activity: i64, now: i64, after_s
     state.can_expire() && now.saturating_sub(last_activity) >= after_secs
 }
 
+/// The sweeper's watch a write of a checkout in `state` at `updated_at` asks for: from then,
+/// if the state can expire. A checkout already watched keeps its earlier watch (the store
+/// writes `COALESCE(watch, this)`), and one that leaves such a state keeps it too, until the
+/// sweeper looks: so an ordinary event never changes the indexed column (see the migration
+/// `expiry_watch`), and a checkout quiet since T is always watched from T or earlier.
+pub fn expiry_watch(state: CheckoutState, updated_at: i64) -> Option<i64> {
+    state.can_expire().then_some(updated_at)
+}
+
+/// What the sweeper does with a watched checkout it has read (locked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    Expire,
+    /// It moved since it was watched and can still expire: look again once it has been
+    /// quiet since its last change.
+    WatchFrom(i64),
+    /// It is in a state that cannot expire: nothing to watch.
+    Unwatch,
+}
+
+/// Decides a watched checkout's fate; see [`Sweep`].
+pub fn sweep(state: CheckoutState, last_activity: i64, now: i64, after_secs: i64) -> Sweep {
+    if should_expire(state, last_activity, now, after_secs) {
+        Sweep::Expire
+    } else if state.can_expire() {
+        Sweep::WatchFrom(last_activity)
+    } else {
+        Sweep::Unwatch
+    }
+}
+
 /// Folds a sequence of `(target, created)` through the machine, as the processor does.
 pub fn fold<I: IntoIterator<Item = (CheckoutState, i64)>>(events: I) -> Option<Current> {
     events.into_iter().fold(None, |current, (target, created)| {
@@ -468,6 +499,28 @@ mod tests {
         assert!(!should_expire(Pending, 1, 3600, 3600));
         assert!(!should_expire(Processing, 0, 99_999, 3600));
         assert!(!should_expire(Succeeded, 0, 99_999, 3600));
+    }
+
+    #[test]
+    fn only_states_that_can_expire_are_watched() {
+        for state in CheckoutState::ALL {
+            assert_eq!(
+                expiry_watch(*state, 7).is_some(),
+                state.can_expire(),
+                "{state}"
+            );
+        }
+        assert_eq!(expiry_watch(Pending, 7), Some(7));
+    }
+
+    #[test]
+    fn the_sweeper_expires_watches_again_or_forgets() {
+        assert_eq!(sweep(Pending, 0, 3600, 3600), Sweep::Expire);
+        assert_eq!(sweep(Failed, 100, 3600, 3600), Sweep::WatchFrom(100));
+        assert_eq!(sweep(RequiresAction, 100, 3700, 3600), Sweep::Expire);
+        assert_eq!(sweep(Processing, 0, 99_999, 3600), Sweep::Unwatch);
+        assert_eq!(sweep(Succeeded, 0, 99_999, 3600), Sweep::Unwatch);
+        assert_eq!(sweep(Expired, 0, 99_999, 3600), Sweep::Unwatch);
     }
 
     fn event_strategy() -> impl Strategy<Value = (CheckoutState, i64)> {

@@ -6,7 +6,9 @@ use super::prepared::Fixed;
 use super::schema::checkout_transitions::{self, dsl as tdsl};
 use super::schema::checkouts::{self, dsl};
 use super::{Conn, StoreResult, ROWS_PER_STATEMENT};
-use crate::domain::checkout::{CheckoutKind, CheckoutState, Current, TransitionOutcome};
+use crate::domain::checkout::{
+    self as rules, CheckoutKind, CheckoutState, Current, TransitionOutcome,
+};
 use crate::with_conn;
 
 // None as NULL in inserts (fixed SQL, a cached prepared statement); nullable columns
@@ -132,13 +134,19 @@ pub fn find_checkout(conn: &mut Conn, id: &str) -> StoreResult<Option<CheckoutRo
 /// have created it a moment ago); returns whether this call created it.
 pub fn insert_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<bool> {
     let n = with_conn!(conn, c => diesel::insert_into(checkouts::table)
-        .values(row)
+        .values((row, watch(row)))
         .on_conflict_do_nothing()
         .execute(c))?;
     Ok(n == 1)
 }
 
-/// Writes every column a checkout's life changes (identity and `created_at` never change).
+/// The sweeper's watch of a new checkout (see [`rules::expiry_watch`]).
+fn watch(row: &CheckoutRow) -> diesel::dsl::Eq<dsl::expiry_watch, Option<i64>> {
+    dsl::expiry_watch.eq(rules::expiry_watch(row.state, row.updated_at))
+}
+
+/// Writes every column a checkout's life changes (identity and `created_at` never change),
+/// and starts the sweeper's watch if the new state can expire and none is on.
 /// Once per applied intent event: a [`Fixed`] statement, prepared once per connection.
 pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
     struct UpdateCheckout;
@@ -169,7 +177,9 @@ pub fn update_checkout(conn: &mut Conn, row: &CheckoutRow) -> StoreResult<()> {
         .nullable_text(row.last_error_message.as_deref())
         .sql(", updated_at = ")
         .big_int(row.updated_at)
-        .sql(" WHERE id = ")
+        .sql(", expiry_watch = COALESCE(expiry_watch, ")
+        .nullable_big_int(rules::expiry_watch(row.state, row.updated_at))
+        .sql(") WHERE id = ")
         .text(&row.id);
     with_conn!(conn, c => statement.execute(c))?;
     Ok(())
@@ -182,7 +192,12 @@ pub fn insert_checkouts(conn: &mut Conn, rows: &[CheckoutRow]) -> StoreResult<us
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         inserted += match conn {
             Conn::Postgres(c) => diesel::insert_into(checkouts::table)
-                .values(chunk)
+                .values(
+                    chunk
+                        .iter()
+                        .map(|row| (row, watch(row)))
+                        .collect::<Vec<_>>(),
+                )
                 .on_conflict_do_nothing()
                 .execute(&mut **c)?,
             Conn::Sqlite(_) => {
@@ -222,13 +237,13 @@ pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<u
              state = v.state, state_event_id = v.state_event_id, \
              state_event_created = v.state_event_created, last_error_code = v.last_error_code, \
              decline_code = v.decline_code, last_error_message = v.last_error_message, \
-             updated_at = v.updated_at \
+             updated_at = v.updated_at, expiry_watch = COALESCE(c.expiry_watch, v.watch) \
              FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], \
-             $12::text[], $13::text[], $14::bigint[]) \
+             $12::text[], $13::text[], $14::bigint[], $15::bigint[]) \
              AS v(id, customer_id, stripe_customer_id, payment_method_id, amount, currency, \
              setup_future_usage, state, state_event_id, state_event_created, last_error_code, \
-             decline_code, last_error_message, updated_at) \
+             decline_code, last_error_message, updated_at, watch) \
              WHERE c.id = v.id",
         )
         .bind::<Array<Text>, _>(text(|r| &r.id))
@@ -245,6 +260,12 @@ pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<u
         .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.decline_code.as_deref()))
         .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.last_error_message.as_deref()))
         .bind::<Array<BigInt>, _>(int(|r| r.updated_at))
+        .bind::<Array<Nullable<BigInt>>, _>(
+            chunk
+                .iter()
+                .map(|r| rules::expiry_watch(r.state, r.updated_at))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **c)?;
     }
     Ok(updated)
@@ -310,19 +331,19 @@ pub fn list_transitions(conn: &mut Conn, checkout_id: &str) -> StoreResult<Vec<T
         .load(c))?)
 }
 
-/// Checkouts in `states` that have not changed since `quiet_since` (local seconds).
-pub fn find_quiet_checkouts(
+/// Checkouts watched since `quiet_since` (local seconds) or earlier, oldest watch first:
+/// every checkout that can expire and has not changed since then, and others whose watch
+/// is out of date (see [`rules::expiry_watch`]); on PostgreSQL locked, skipping locked ones.
+pub fn find_watched_checkouts(
     conn: &mut Conn,
-    states: &[CheckoutState],
     quiet_since: i64,
     limit: i64,
 ) -> StoreResult<Vec<CheckoutRow>> {
     macro_rules! query {
         () => {
             dsl::checkouts
-                .filter(dsl::state.eq_any(states))
-                .filter(dsl::updated_at.le(quiet_since))
-                .order(dsl::updated_at.asc())
+                .filter(dsl::expiry_watch.le(quiet_since))
+                .order(dsl::expiry_watch.asc())
                 .limit(limit)
                 .select(CheckoutRow::as_select())
         };
@@ -340,6 +361,14 @@ pub fn count_checkouts_by_state(conn: &mut Conn) -> StoreResult<Vec<(CheckoutSta
         .select((dsl::state, diesel::dsl::count_star()))
         .order(dsl::state)
         .load(c))?)
+}
+
+/// Moves the sweeper's watch of a checkout on (`Some`) or ends it (`None`).
+pub fn set_expiry_watch(conn: &mut Conn, checkout_id: &str, watch: Option<i64>) -> StoreResult<()> {
+    with_conn!(conn, c => diesel::update(dsl::checkouts.find(checkout_id))
+        .set(dsl::expiry_watch.eq(watch))
+        .execute(c))?;
+    Ok(())
 }
 
 /// Records the local customer a checkout belongs to, if none is known yet.

@@ -78,6 +78,7 @@ diesel::table! {
         updated_at -> BigInt,
         notify_sequence -> BigInt,
         account -> Text,
+        expiry_watch -> Nullable<BigInt>,
     }
 }
 

@@ -144,6 +144,127 @@ async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(bac
 }
 both_backends!(checkouts_that_never_complete_expire_and_a_later_success_still_wins);
 
+/// The sweeper's watch of `intent_id` (`checkouts.expiry_watch`).
+fn watch_of(app: &crate::helpers::TestApp, intent_id: &str) -> Option<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Watch {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        expiry_watch: Option<i64>,
+    }
+    let sql = format!("SELECT expiry_watch FROM checkouts WHERE intent_id = '{intent_id}'");
+    let rows: Vec<Watch> = app
+        .with_conn(
+            |c| with_conn!(c, conn => diesel::RunQueryDsl::load(diesel::sql_query(&sql), conn)),
+        )
+        .expect("watch");
+    rows.first().expect("checkout exists").expiry_watch
+}
+
+/// Events never touch the indexed watch once it is on (issue 13: updates that leave every
+/// indexed column alone are HOT on PostgreSQL), so the sweeper keeps it right: it ends the
+/// watch of a checkout that cannot expire, moves on the watch of one that changed since,
+/// and a later state that can expire starts a new watch.
+async fn the_sweeper_watches_a_checkout_only_while_it_can_expire(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.processor.checkout_expiry = Duration::from_secs(60);
+    })
+    .await;
+    let deliver = |id: &'static str, kind: &'static str, created: i64| {
+        let app = &app;
+        async move {
+            app.deliver(&bytes(&intent_event(id, kind, "pi_watched", created)))
+                .await;
+            app.settle().await;
+        }
+    };
+    deliver("evt_w1", "payment_intent.created", 10).await;
+    let opened = app.checkout("pi_watched").unwrap();
+    assert_eq!(watch_of(&app, "pi_watched"), Some(opened.updated_at));
+    deliver("evt_w2", "payment_intent.processing", 20).await;
+    assert_eq!(
+        watch_of(&app, "pi_watched"),
+        Some(opened.updated_at),
+        "an event leaves the watch alone"
+    );
+    let now = payhook::store::now_secs();
+    assert_eq!(app.drain.sweep(now + 61).await.unwrap(), 0);
+    assert_eq!(
+        app.checkout("pi_watched").unwrap().state.as_str(),
+        "processing"
+    );
+    assert_eq!(
+        watch_of(&app, "pi_watched"),
+        None,
+        "processing cannot expire"
+    );
+
+    deliver("evt_w3", "payment_intent.payment_failed", 30).await;
+    let failed = app.checkout("pi_watched").unwrap();
+    assert_eq!(failed.state.as_str(), "failed");
+    assert_eq!(watch_of(&app, "pi_watched"), Some(failed.updated_at));
+    // Watched long before its last change, as a checkout that moved between two states
+    // that can expire is: due for a look, not for expiry.
+    app.exec(
+        "UPDATE checkouts SET expiry_watch = expiry_watch - 1000 WHERE intent_id = 'pi_watched'",
+    );
+    let changed = failed.updated_at;
+    assert_eq!(app.drain.sweep(changed + 30).await.unwrap(), 0);
+    assert_eq!(watch_of(&app, "pi_watched"), Some(changed));
+    assert_eq!(app.drain.sweep(changed + 59).await.unwrap(), 0);
+    assert_eq!(app.drain.sweep(changed + 60).await.unwrap(), 1);
+    assert_eq!(
+        app.checkout("pi_watched").unwrap().state.as_str(),
+        "expired"
+    );
+    assert_eq!(watch_of(&app, "pi_watched"), None);
+}
+both_backends!(the_sweeper_watches_a_checkout_only_while_it_can_expire);
+
+/// A sweep goes on past one transaction's batch: 2 500 finished checkouts with watches
+/// still on (each left one when it finished) do not hide a due one behind them.
+async fn a_sweep_gets_through_more_watches_than_one_batch(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.processor.checkout_expiry = Duration::from_secs(60);
+    })
+    .await;
+    app.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+         INSERT INTO checkouts (id, kind, intent_id, state, state_event_created, created_at, \
+           updated_at, expiry_watch) \
+         SELECT 'chk_done_' || i, 'payment', 'pi_done_' || i, 'succeeded', 1, 100, 100, 100 FROM n",
+    );
+    app.deliver(&bytes(&intent_event(
+        "evt_due",
+        "payment_intent.created",
+        "pi_due",
+        10,
+    )))
+    .await;
+    app.settle().await;
+    app.exec(
+        "UPDATE checkouts SET expiry_watch = 200, updated_at = 200 WHERE intent_id = 'pi_due'",
+    );
+    assert_eq!(app.drain.sweep(1000).await.unwrap(), 1);
+    assert_eq!(app.checkout("pi_due").unwrap().state.as_str(), "expired");
+    assert_eq!(watch_of(&app, "pi_done_2500"), None);
+    assert_eq!(
+        app.checkout("pi_done_7").unwrap().state.as_str(),
+        "succeeded"
+    );
+    let watched: i64 = app
+        .with_conn(|c| {
+            use diesel::prelude::*;
+            use payhook::store::schema::checkouts::dsl;
+            with_conn!(c, conn => dsl::checkouts
+            .filter(dsl::expiry_watch.is_not_null())
+            .count()
+            .get_result(conn))
+        })
+        .unwrap();
+    assert_eq!(watched, 0);
+}
+both_backends!(a_sweep_gets_through_more_watches_than_one_batch);
+
 /// Two transactions locking two rows in opposite orders: PostgreSQL aborts one with a
 /// deadlock error, which the processor must treat as contention (reschedule, try not
 /// counted), not as a failure of the event. PostgreSQL only: SQLite has one writer.
