@@ -5,8 +5,9 @@
 -- a drain's statement profile). `expiry_watch` is when the checkout was last known to be
 -- quiet in a state that can expire: set when it enters such a state, left alone by every
 -- later event, and moved on or cleared only by the sweeper, which reads the checkout itself
--- before deciding. It is never later than `updated_at`, so a checkout quiet since T has a
--- watch at or before T and the sweeper finds it.
+-- before deciding. It is never later than `updated_at` (unless instances' clocks disagree,
+-- and then by no more than they do), so a checkout quiet since T has a watch at or before T
+-- and the sweeper finds it.
 ALTER TABLE checkouts ADD COLUMN expiry_watch BIGINT;
 UPDATE checkouts SET expiry_watch = updated_at
   WHERE state IN ('pending', 'requires_action', 'failed');
