@@ -212,6 +212,11 @@ pub fn insert_checkouts(conn: &mut Conn, rows: &[CheckoutRow]) -> StoreResult<us
     Ok(inserted)
 }
 
+/// One column of `rows`, as the array a multi-row statement binds (`unnest($n::…[])`).
+fn column<'r, R, T>(rows: &'r [R], field: impl Fn(&'r R) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
+}
+
 /// [`update_checkout`] for several rows; on PostgreSQL one statement (the rows' values as
 /// arrays, `unnest`ed) instead of a round trip per row. Returns how many rows it updated.
 pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<usize> {
@@ -224,12 +229,6 @@ pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<u
     };
     let mut updated = 0;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let text = |f: fn(&CheckoutRow) -> &str| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let opt_text =
-            |f: fn(&CheckoutRow) -> Option<&str>| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let int = |f: fn(&CheckoutRow) -> i64| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let opt_int =
-            |f: fn(&CheckoutRow) -> Option<i64>| chunk.iter().map(|r| f(r)).collect::<Vec<_>>();
         updated += diesel::sql_query(
             "UPDATE checkouts AS c SET customer_id = v.customer_id, \
              stripe_customer_id = v.stripe_customer_id, payment_method_id = v.payment_method_id, \
@@ -246,26 +245,23 @@ pub fn update_checkouts(conn: &mut Conn, rows: &[&CheckoutRow]) -> StoreResult<u
              decline_code, last_error_message, updated_at, watch) \
              WHERE c.id = v.id",
         )
-        .bind::<Array<Text>, _>(text(|r| &r.id))
-        .bind::<Array<Nullable<BigInt>>, _>(opt_int(|r| r.customer_id))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.stripe_customer_id.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.payment_method_id.as_deref()))
-        .bind::<Array<Nullable<BigInt>>, _>(opt_int(|r| r.amount))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.currency.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.setup_future_usage.as_deref()))
-        .bind::<Array<Text>, _>(text(|r| r.state.as_str()))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.state_event_id.as_deref()))
-        .bind::<Array<BigInt>, _>(int(|r| r.state_event_created))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.last_error_code.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.decline_code.as_deref()))
-        .bind::<Array<Nullable<Text>>, _>(opt_text(|r| r.last_error_message.as_deref()))
-        .bind::<Array<BigInt>, _>(int(|r| r.updated_at))
-        .bind::<Array<Nullable<BigInt>>, _>(
-            chunk
-                .iter()
-                .map(|r| rules::expiry_watch(r.state, r.updated_at))
-                .collect::<Vec<_>>(),
-        )
+        .bind::<Array<Text>, _>(column(chunk, |r| &r.id))
+        .bind::<Array<Nullable<BigInt>>, _>(column(chunk, |r| r.customer_id))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.stripe_customer_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.payment_method_id.as_deref()))
+        .bind::<Array<Nullable<BigInt>>, _>(column(chunk, |r| r.amount))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.currency.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.setup_future_usage.as_deref()))
+        .bind::<Array<Text>, _>(column(chunk, |r| r.state.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.state_event_id.as_deref()))
+        .bind::<Array<BigInt>, _>(column(chunk, |r| r.state_event_created))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.last_error_code.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.decline_code.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(column(chunk, |r| r.last_error_message.as_deref()))
+        .bind::<Array<BigInt>, _>(column(chunk, |r| r.updated_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column(chunk, |r| {
+            rules::expiry_watch(r.state, r.updated_at)
+        }))
         .execute(&mut **c)?;
     }
     Ok(updated)
@@ -281,12 +277,6 @@ pub fn insert_transitions(conn: &mut Conn, rows: &[NewTransition<'_>]) -> StoreR
             // so their ids follow the order of `rows`.
             Conn::Postgres(c) => {
                 use diesel::sql_types::{Array, BigInt, Nullable, Text};
-                fn column<'r, T>(
-                    rows: &'r [NewTransition<'_>],
-                    f: impl Fn(&'r NewTransition<'_>) -> T,
-                ) -> Vec<T> {
-                    rows.iter().map(f).collect()
-                }
                 diesel::sql_query(
                     "INSERT INTO checkout_transitions (checkout_id, event_id, from_state, \
                      to_state, outcome, reason, error_code, decline_code, event_created, at) \

@@ -38,15 +38,15 @@ pub mod schema;
 use std::path::PathBuf;
 
 pub use blocking::{BackgroundThread, JobError};
-
-/// Rows per multi-row statement: far below PostgreSQL's 65 535 bind parameters for the
-/// widest row, whatever batch size is configured.
-pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 pub use conn::Conn;
 pub use open::{open_existing, pending_migrations, OpenError};
 pub use pool::{Commit, Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 
 pub use crate::config::DatabaseUrl;
+
+/// Rows per multi-row statement: far below PostgreSQL's 65 535 bind parameters for the
+/// widest row, whatever batch size is configured.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Durability of SQLite commits. PostgreSQL follows its server's `synchronous_commit`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
