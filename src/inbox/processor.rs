@@ -236,6 +236,7 @@ fn run_batch(
         let started = Instant::now();
         let yield_now = || yield_now() || started.elapsed() >= config.max_transaction;
         let now = now_ms();
+        conn.keyed_access_only()?;
         let mut due = events::claim_due_events(conn, now, limit.max(1))?;
         // Claimed oldest first across all objects; applied grouped by object so concurrent
         // batches lock checkouts in one order (see the module docs). Per object, Stripe

@@ -115,7 +115,9 @@ pub fn lock_checkouts_by_intents(
         // Sent unprepared, so planned each time for the ids it is given. As a prepared
         // statement its generic plan, made while the table was nearly empty, scanned the
         // whole table and tested each row against the whole array, for the connection's
-        // life: the set-wise apply ran at a third of its speed (BENCHMARKS.md).
+        // life: the set-wise apply ran at a third of its speed (BENCHMARKS.md). Planned
+        // fresh, it still scanned while the table had no statistics; the processor's batches
+        // rule that out with `Conn::keyed_access_only`.
         Conn::Postgres(c) => diesel::sql_query(
             "SELECT * FROM checkouts WHERE intent_id = ANY($1) ORDER BY intent_id FOR UPDATE",
         )

@@ -118,6 +118,27 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// For the rest of the current transaction on PostgreSQL, plans read and write rows
+    /// through their indexes rather than by scanning a table (`SET LOCAL enable_seqscan =
+    /// off`); nothing on SQLite, whose planner uses an index whenever one fits.
+    ///
+    /// For a transaction made only of lookups and writes by key in bounded batches, such as
+    /// applying a claimed batch: locking a batch's checkouts by intent (`= ANY($1)` of up to
+    /// 1 000 ids) and updating them from `unnest` were planned as a scan of `checkouts`
+    /// (a hash join for the update) whenever the table had no statistics yet, as after a
+    /// first start or a restore, before autovacuum analyses it: 489 scans reading 3.96 M rows
+    /// in one 100 000-event drain (`pg_stat_user_tables`, BENCHMARKS.md). A statement no
+    /// index serves still scans; the setting only takes a scan off the list when an index
+    /// fits.
+    pub fn keyed_access_only(&mut self) -> StoreResult<()> {
+        if let Self::Postgres(c) = self {
+            c.batch_execute("SET LOCAL enable_seqscan = off")?;
+        }
+        Ok(())
+    }
+}
+
 /// Lets [`with_conn!`] bodies ask which backend they run on without naming the type.
 trait IsSqlite {
     fn is_sqlite(&self) -> bool;

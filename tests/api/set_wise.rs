@@ -244,3 +244,79 @@ async fn a_checkout_created_meanwhile_sends_the_batch_back_to_event_by_event(bac
         .all(|l| l.ends_with(" processed 1 -")));
 }
 both_backends!(a_checkout_created_meanwhile_sends_the_batch_back_to_event_by_event);
+
+#[derive(QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// How PostgreSQL would lock a batch's checkouts by intent (the statement of
+/// `store::checkouts::lock_checkouts_by_intents`), as one line per plan node.
+fn lock_plan(conn: &mut payhook::store::Conn, intents: &[String]) -> String {
+    let payhook::store::Conn::Postgres(c) = conn else {
+        panic!("PostgreSQL only");
+    };
+    diesel::sql_query(
+        "EXPLAIN SELECT * FROM checkouts WHERE intent_id = ANY($1) ORDER BY intent_id FOR UPDATE",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(intents)
+    .load::<PlanLine>(&mut **c)
+    .expect("explain")
+    .into_iter()
+    .map(|l| l.line)
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+fn seqscan_setting(conn: &mut payhook::store::Conn) -> String {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        enable_seqscan: String,
+    }
+    with_conn!(conn, c => diesel::sql_query("SHOW enable_seqscan").get_result::<Setting>(c))
+        .expect("show")
+        .enable_seqscan
+}
+
+/// A batch locks its checkouts through the intent index even while `checkouts` has no
+/// statistics (a first start, a restore, before autovacuum's first analyse), when PostgreSQL
+/// would otherwise scan the whole table for each batch; and the setting that makes it so
+/// ends with the batch's transaction, leaving other work on the connection as it was.
+#[tokio::test]
+async fn a_batch_reads_checkouts_by_index_before_the_table_has_statistics() {
+    if !crate::helpers::postgres_available_or_skip() {
+        return;
+    }
+    let (_db, pool) = fresh_pool(Backend::Postgres).await;
+    let mut conn = pool.get().expect("connection");
+    with_conn!(&mut conn, c => c.batch_execute(
+        "INSERT INTO checkouts (id, kind, intent_id, state, state_event_created, created_at, \
+           updated_at, notify_sequence, account) \
+         SELECT 'chk_' || n, 'payment', 'pi_' || n, 'pending', 0, 0, 0, 0, '' \
+         FROM generate_series(1, 20000) AS n",
+    ))
+    .expect("checkouts");
+    let intents: Vec<String> = (1..=1000).map(|n| format!("pi_{}", n * 19)).collect();
+    let scanned = conn
+        .transaction(|conn| Ok::<_, diesel::result::Error>(lock_plan(conn, &intents)))
+        .expect("plan");
+    // The table as built here is one PostgreSQL scans when left to itself: otherwise this
+    // test would prove nothing.
+    assert!(scanned.contains("Seq Scan on checkouts"), "{scanned}");
+    let keyed = conn
+        .transaction(|conn| {
+            conn.keyed_access_only().expect("set");
+            assert_eq!(seqscan_setting(conn), "off");
+            Ok::<_, diesel::result::Error>(lock_plan(conn, &intents))
+        })
+        .expect("plan");
+    assert!(!keyed.contains("Seq Scan"), "{keyed}");
+    assert!(keyed.contains("checkouts_intent_id_key"), "{keyed}");
+    assert_eq!(
+        seqscan_setting(&mut conn),
+        "on",
+        "the setting outlived its transaction"
+    );
+}
