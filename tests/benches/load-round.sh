@@ -11,6 +11,7 @@
 #   tests/benches/load-round.sh e2e sqlite   --count 30000 -c 64   # first delivery to last
 #   tests/benches/load-round.sh e2e postgres --count 30000 -c 64   # applied, new checkouts
 #   SERVER_ENV="PROCESS_NICE=0" tests/benches/load-round.sh sqlite ...   # server settings
+#   PG_URL_QUERY="sslmode=disable" tests/benches/load-round.sh backlog-postgres  # libpq options
 #
 # Needs the sqlite3 CLI; `postgres` needs psql and a server at $PG_ADMIN_URL (trust auth),
 # where it drops and creates the database payhook_bench. Bounded: payhook-load stops at
@@ -72,7 +73,7 @@ wait_applied() {
 fresh_pg() { # prints the URL of an empty database payhook_bench
   psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS payhook_bench WITH (FORCE)" \
     -c "CREATE DATABASE payhook_bench" 2>&1 | grep -v NOTICE >&2 || true
-  echo "${pg_admin%/*}/payhook_bench"
+  echo "${pg_admin%/*}/payhook_bench${PG_URL_QUERY:+?$PG_URL_QUERY}"
 }
 # Every event pending again, derived state gone: the state of a payhook that admitted the
 # events and applied none.
