@@ -124,8 +124,8 @@ impl Conn {
     /// off`); nothing on SQLite, whose planner uses an index whenever one fits.
     ///
     /// For a transaction made only of lookups and writes by key in bounded batches, such as
-    /// applying a claimed batch: locking a batch's checkouts by intent (`= ANY($1)` of up to
-    /// 1 000 ids) and updating them from `unnest` were planned as a scan of `checkouts`
+    /// applying a claimed batch: locking a batch's checkouts by intent (`= ANY($1)` of the
+    /// batch's intents) and updating them from `unnest` were planned as a scan of `checkouts`
     /// (a hash join for the update) whenever the table had no statistics yet, as after a
     /// first start or a restore, before autovacuum analyses it: 489 scans reading 3.96 M rows
     /// in one 100 000-event drain (`pg_stat_user_tables`, BENCHMARKS.md). A statement no
