@@ -44,6 +44,25 @@ impl Conn {
         matches!(self, Self::Postgres(_))
     }
 
+    /// For the rest of the current transaction on PostgreSQL, plans read and write rows
+    /// through their indexes rather than by scanning a table (`SET LOCAL enable_seqscan =
+    /// off`); nothing on SQLite, whose planner uses an index whenever one fits.
+    ///
+    /// For a transaction made only of lookups and writes by key in bounded batches, such as
+    /// applying a claimed batch: locking a batch's checkouts by intent (`= ANY($1)` of the
+    /// batch's intents) and updating them from `unnest` were planned as a scan of `checkouts`
+    /// (a hash join for the update) whenever the table had no statistics yet, as after a
+    /// first start or a restore, before autovacuum analyses it: 489 scans reading 3.96 M rows
+    /// in one 100 000-event drain (`pg_stat_user_tables`, BENCHMARKS.md). A statement no
+    /// index serves still scans; the setting only takes a scan off the list when an index
+    /// fits.
+    pub fn keyed_access_only(&mut self) -> StoreResult<()> {
+        if let Self::Postgres(c) = self {
+            c.batch_execute("SET LOCAL enable_seqscan = off")?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` in a write transaction (a savepoint when nested). On SQLite the outermost one
     /// is `BEGIN IMMEDIATE`: taking the write lock up front avoids the SQLITE_BUSY a deferred
     /// transaction gets when it upgrades from reading to writing beside another writer.
@@ -115,27 +134,6 @@ impl Conn {
                 Err(err)
             }
         }
-    }
-}
-
-impl Conn {
-    /// For the rest of the current transaction on PostgreSQL, plans read and write rows
-    /// through their indexes rather than by scanning a table (`SET LOCAL enable_seqscan =
-    /// off`); nothing on SQLite, whose planner uses an index whenever one fits.
-    ///
-    /// For a transaction made only of lookups and writes by key in bounded batches, such as
-    /// applying a claimed batch: locking a batch's checkouts by intent (`= ANY($1)` of the
-    /// batch's intents) and updating them from `unnest` were planned as a scan of `checkouts`
-    /// (a hash join for the update) whenever the table had no statistics yet, as after a
-    /// first start or a restore, before autovacuum analyses it: 489 scans reading 3.96 M rows
-    /// in one 100 000-event drain (`pg_stat_user_tables`, BENCHMARKS.md). A statement no
-    /// index serves still scans; the setting only takes a scan off the list when an index
-    /// fits.
-    pub fn keyed_access_only(&mut self) -> StoreResult<()> {
-        if let Self::Postgres(c) = self {
-            c.batch_execute("SET LOCAL enable_seqscan = off")?;
-        }
-        Ok(())
     }
 }
 
