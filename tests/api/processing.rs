@@ -265,6 +265,70 @@ async fn a_sweep_gets_through_more_watches_than_one_batch(backend: Backend) {
 }
 both_backends!(a_sweep_gets_through_more_watches_than_one_batch);
 
+/// A sweep whose later transaction fails keeps what its earlier ones committed and reports
+/// their expiries; one that fails in its first transaction reports the error. Either way the
+/// next sweep finishes the work.
+async fn a_sweep_that_fails_part_way_keeps_what_it_committed(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
+        c.processor.checkout_expiry = Duration::from_secs(60);
+    })
+    .await;
+    app.deliver(&bytes(&intent_event(
+        "evt_first",
+        "payment_intent.created",
+        "pi_first",
+        10,
+    )))
+    .await;
+    app.settle().await;
+    // The due checkout is the oldest watch, so the first transaction expires it; 1 500
+    // finished checkouts follow, and the one the second transaction reaches refuses to change.
+    app.exec(
+        "UPDATE checkouts SET expiry_watch = 50, updated_at = 50 WHERE intent_id = 'pi_first'",
+    );
+    app.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500) \
+         INSERT INTO checkouts (id, kind, intent_id, state, state_event_created, created_at, \
+           updated_at, expiry_watch) \
+         SELECT 'chk_done_' || i, 'payment', 'pi_done_' || i, 'succeeded', 1, 100, 100, 100 + i FROM n",
+    );
+    let refuse = match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse BEFORE UPDATE OF expiry_watch ON checkouts \
+             WHEN OLD.id = 'chk_done_1200' BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RAISE EXCEPTION 'injected'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE OF expiry_watch ON checkouts FOR EACH ROW \
+               WHEN (OLD.id = 'chk_done_1200') EXECUTE FUNCTION refuse();"
+        }
+    };
+    app.exec(refuse);
+    assert_eq!(
+        app.drain.sweep(5000).await.unwrap(),
+        1,
+        "the first pass's expiry"
+    );
+    assert_eq!(app.checkout("pi_first").unwrap().state.as_str(), "expired");
+    assert_eq!(watch_of(&app, "pi_done_10"), None, "first pass committed");
+    assert_eq!(
+        watch_of(&app, "pi_done_1100"),
+        Some(1200),
+        "second pass undone"
+    );
+    // Failing in the first transaction: nothing committed to count, so the error is told.
+    let err = app.drain.sweep(5000).await.unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    app.exec(match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse",
+        Backend::Postgres => "DROP TRIGGER refuse ON checkouts",
+    });
+    assert_eq!(app.drain.sweep(5000).await.unwrap(), 0);
+    assert_eq!(watch_of(&app, "pi_done_1500"), None);
+}
+both_backends!(a_sweep_that_fails_part_way_keeps_what_it_committed);
+
 /// Two transactions locking two rows in opposite orders: PostgreSQL aborts one with a
 /// deadlock error, which the processor must treat as contention (reschedule, try not
 /// counted), not as a failure of the event. PostgreSQL only: SQLite has one writer.
