@@ -40,7 +40,9 @@ use std::path::PathBuf;
 pub use blocking::{BackgroundThread, JobError};
 pub use conn::Conn;
 pub use open::{open_existing, pending_migrations, OpenError};
-pub use pool::{Commit, Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use pool::{
+    init_libpq_tls, Commit, Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
+};
 
 pub use crate::config::DatabaseUrl;
 

@@ -168,6 +168,7 @@ impl Pool {
                 Ok(pool)
             }
             DatabaseUrl::Postgres(url) => {
+                init_libpq_tls();
                 let manager = ConnectionManager::<PgConnection>::new(url.as_str());
                 let pool = diesel::r2d2::Pool::builder()
                     .max_size(options.max_size)
@@ -322,6 +323,18 @@ impl Pool {
         };
         Ok(applied)
     }
+}
+
+/// Initialises the OpenSSL that libpq is built with (see README, *Dependencies*) before libpq
+/// does, without the clean-up OpenSSL otherwise registers with `atexit`. That clean-up frees
+/// OpenSSL's global state while the process exits, under any thread still reading a TLS
+/// connection (a pool's connection to PostgreSQL with `sslmode=prefer` or stricter), which
+/// then touches freed memory: the way a test binary of this project once ended with
+/// SIGSEGV after every test had passed. rust-openssl initialises OpenSSL the same way for
+/// the same reason; the memory is the operating system's to reclaim at exit anyway.
+/// Idempotent; libpq's own initialisation afterwards keeps these options.
+pub fn init_libpq_tls() {
+    openssl_sys::init();
 }
 
 fn create_parent_dir(path: &Path) -> StoreResult<()> {

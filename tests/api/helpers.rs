@@ -130,6 +130,8 @@ pub fn in_ci() -> bool {
 fn postgres_reachable() -> &'static Result<(), String> {
     static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
     REACHABLE.get_or_init(|| {
+        // Before this binary's first libpq connection (see `init_libpq_tls`).
+        payhook::store::init_libpq_tls();
         let url = postgres_admin_url();
         let checked = match PgConnection::establish(&url) {
             Ok(mut c) => c.batch_execute("SELECT 1").map_err(|e| e.to_string()),
