@@ -290,6 +290,17 @@ fn run_batch(
             let event = &read.remove(&claimed.id).ok_or_else(|| {
                 StoreError::Corrupt(format!("claimed event {} vanished", claimed.id))
             })?;
+            if event.status != EventStatus::Pending {
+                // Only a hand-made change of `webhook_events` leaves a queue row behind
+                // (events.rs keeps the two in step); applying the event again would not be
+                // exactly once.
+                warn!(
+                    "event {} was queued though {}; dropped from the queue, not applied",
+                    event.id, event.status
+                );
+                events::dequeue(conn, event.queue_key())?;
+                continue;
+            }
             let attempts = event.attempts + 1;
             let mut effects = Effects::default();
             let applied = match isolation {
@@ -322,6 +333,8 @@ fn run_batch(
             }
             let finish = |status, error| events::Finished {
                 id: event.id.clone(),
+                created: event.created,
+                received_at: event.received_at,
                 status,
                 attempts,
                 error,
@@ -401,7 +414,7 @@ fn record_failure(
         let next = now.saturating_add(delay.as_millis() as i64);
         return events::schedule_event_retry(
             conn,
-            &event.id,
+            event.queue_key(),
             event.attempts,
             next,
             &format!("contention, try not counted: {message}"),
@@ -418,7 +431,7 @@ fn record_failure(
         );
         events::finish_event(
             conn,
-            &event.id,
+            event.queue_key(),
             EventStatus::Dead,
             attempts,
             Some(&message),
@@ -432,7 +445,7 @@ fn record_failure(
             event.id, event.event_type
         );
         let next = now.saturating_add(delay.as_millis() as i64);
-        events::schedule_event_retry(conn, &event.id, attempts, next, &message)
+        events::schedule_event_retry(conn, event.queue_key(), attempts, next, &message)
     }
 }
 

@@ -156,9 +156,9 @@ impl From<crate::inbox::reconcile::ReconcileError> for OpsError {
 pub fn database_gauges(
     conn: &mut crate::store::Conn,
 ) -> crate::store::StoreResult<crate::metrics::DatabaseGauges> {
-    use crate::store::listing;
+    use crate::store::{events, listing};
     let mut gauges = crate::metrics::DatabaseGauges {
-        events_pending: listing::count_pending_events(conn)?,
+        events_pending: events::count_pending_events(conn)?,
         ..Default::default()
     };
     for (kind, status, n) in listing::count_items_by_kind_and_status(conn)? {

@@ -1,8 +1,17 @@
-//! The inbox: every verified event, stored raw, with its processing status.
+//! The inbox: every verified event, stored raw, with its processing status, and the queue
+//! of the events still to apply.
+//!
+//! The rule this module keeps, and the only place that writes either table: an event has a
+//! row in `webhook_event_queue` exactly while its status is `pending`. The processor claims
+//! from the queue, so recording an outcome changes no indexed column of `webhook_events`
+//! (on PostgreSQL a HOT update; see the migration `000090_event_queue`). Admission on
+//! PostgreSQL writes both tables in one statement; every other write of both runs in the
+//! caller's transaction, and every caller has one open.
 
 use diesel::prelude::*;
 
 use super::prepared::Fixed;
+use super::schema::webhook_event_queue::{self, dsl as qdsl};
 use super::schema::webhook_events::{self, dsl};
 use super::{Conn, StoreResult};
 use crate::text_enum::text_enum;
@@ -74,36 +83,90 @@ pub struct WebhookEvent {
     pub secret_index: Option<i32>,
 }
 
-/// Inserts the event unless its id is already stored; returns whether it was new.
-pub fn insert_event(conn: &mut Conn, event: &NewWebhookEvent) -> StoreResult<bool> {
-    let inserted = with_conn!(conn, c => diesel::insert_into(webhook_events::table)
-        .values(event)
-        .on_conflict_do_nothing()
-        .execute(c))?;
-    Ok(inserted == 1)
+/// Where a pending event sits in the queue: its claim order, which is the queue's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueKey<'a> {
+    pub created: i64,
+    pub received_at: i64,
+    pub id: &'a str,
 }
 
-/// Inserts each event unless its id is stored already; returns, per event, whether this
-/// call stored it (of two events with one id in `events`, only the first).
+impl WebhookEvent {
+    pub fn queue_key(&self) -> QueueKey<'_> {
+        QueueKey {
+            created: self.created,
+            received_at: self.received_at,
+            id: &self.id,
+        }
+    }
+}
+
+/// A queue row, as admission on SQLite writes it.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_event_queue, treat_none_as_default_value = false)]
+struct QueueEntry<'a> {
+    created: i64,
+    received_at: i64,
+    id: &'a str,
+    object_id: Option<&'a str>,
+    next_attempt_at_ms: i64,
+}
+
+impl<'a> QueueEntry<'a> {
+    fn new(id: &'a str, created: i64, received_at: i64, object_id: Option<&'a str>) -> Self {
+        Self {
+            created,
+            received_at,
+            id,
+            object_id,
+            next_attempt_at_ms: 0,
+        }
+    }
+}
+
+/// Inserts the event unless its id is already stored, and queues it if it is to be applied;
+/// returns whether it was new. On PostgreSQL one statement (see [`insert_events`]); on
+/// SQLite two, in the caller's transaction.
+pub fn insert_event(conn: &mut Conn, event: &NewWebhookEvent) -> StoreResult<bool> {
+    let c = match conn {
+        Conn::Postgres(c) => return Ok(admit_on_postgres(c, &[event])?.contains(&event.id)),
+        Conn::Sqlite(c) => c,
+    };
+    let inserted = diesel::insert_into(webhook_events::table)
+        .values(event)
+        .on_conflict_do_nothing()
+        .execute(&mut **c)?
+        == 1;
+    if inserted && event.status == EventStatus::Pending {
+        let entry = QueueEntry::new(
+            &event.id,
+            event.created,
+            event.received_at,
+            event.object_id.as_deref(),
+        );
+        diesel::insert_into(webhook_event_queue::table)
+            .values(&entry)
+            .execute(&mut **c)?;
+    }
+    Ok(inserted)
+}
+
+/// Inserts each event unless its id is stored already, and queues those to apply; returns,
+/// per event, whether this call stored it (of two events with one id in `events`, only the
+/// first).
 ///
-/// PostgreSQL gets one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING id`: one round
-/// trip per admission batch instead of one per event. SQLite runs in-process, where a cached
-/// one-row statement per event costs less than preparing a new multi-row one per batch.
+/// PostgreSQL gets one statement per admission batch (see [`admit_on_postgres`]). SQLite
+/// runs in-process, where cached one-row statements per event cost less than preparing new
+/// multi-row ones per batch.
 pub fn insert_events(conn: &mut Conn, events: &[&NewWebhookEvent]) -> StoreResult<Vec<bool>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let stored: std::collections::HashSet<String> = match conn {
+    let stored = match conn {
         Conn::Sqlite(_) => {
             return events.iter().map(|e| insert_event(conn, e)).collect();
         }
-        Conn::Postgres(c) => diesel::insert_into(webhook_events::table)
-            .values(events.to_vec())
-            .on_conflict_do_nothing()
-            .returning(dsl::id)
-            .get_results::<String>(&mut **c)?
-            .into_iter()
-            .collect(),
+        Conn::Postgres(c) => admit_on_postgres(c, events)?,
     };
     let mut seen = std::collections::HashSet::with_capacity(events.len());
     Ok(events
@@ -112,11 +175,132 @@ pub fn insert_events(conn: &mut Conn, events: &[&NewWebhookEvent]) -> StoreResul
         .collect())
 }
 
-/// A claimed event: what orders it, not its payload. The processor reads each event whole
+/// Stores and queues `events` in one statement, returning the ids it stored. One statement
+/// because admission on PostgreSQL sends it without `BEGIN` and `COMMIT` (see
+/// `Pool::write_statement`): it is atomic and durable by itself, one round trip and one WAL
+/// flush per batch, and an event is never stored without its queue row. Its SQL is the same
+/// for any number of events (arrays through `unnest`), so it is prepared once per connection.
+fn admit_on_postgres(
+    c: &mut diesel::PgConnection,
+    events: &[&NewWebhookEvent],
+) -> StoreResult<std::collections::HashSet<String>> {
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let statement = AdmitOnPostgres {
+        id: events.iter().map(|e| e.id.as_str()).collect(),
+        event_type: events.iter().map(|e| e.event_type.as_str()).collect(),
+        api_version: events.iter().map(|e| e.api_version.as_deref()).collect(),
+        created: events.iter().map(|e| e.created).collect(),
+        livemode: events.iter().map(|e| e.livemode).collect(),
+        account: events.iter().map(|e| e.account.as_deref()).collect(),
+        object_id: events.iter().map(|e| e.object_id.as_deref()).collect(),
+        object_type: events.iter().map(|e| e.object_type.as_deref()).collect(),
+        payload: events.iter().map(|e| e.payload.as_str()).collect(),
+        received_at: events.iter().map(|e| e.received_at).collect(),
+        endpoint: events.iter().map(|e| e.endpoint.as_str()).collect(),
+        secret_index: events.iter().map(|e| e.secret_index).collect(),
+        status: events.iter().map(|e| e.status.as_str()).collect(),
+        last_error: events.iter().map(|e| e.last_error.as_deref()).collect(),
+    };
+    Ok(statement
+        .load::<Stored>(c)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
+/// The columns of [`NewWebhookEvent`], one array each, in the order the SQL names them.
+struct AdmitOnPostgres<'a> {
+    id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    api_version: Vec<Option<&'a str>>,
+    created: Vec<i64>,
+    livemode: Vec<bool>,
+    account: Vec<Option<&'a str>>,
+    object_id: Vec<Option<&'a str>>,
+    object_type: Vec<Option<&'a str>>,
+    payload: Vec<&'a str>,
+    received_at: Vec<i64>,
+    endpoint: Vec<&'a str>,
+    secret_index: Vec<Option<i32>>,
+    status: Vec<&'a str>,
+    last_error: Vec<Option<&'a str>>,
+}
+
+/// The prepared-statement cache's key for [`AdmitOnPostgres`].
+struct AdmitOnPostgresSql;
+
+impl diesel::query_builder::QueryId for AdmitOnPostgres<'_> {
+    type QueryId = AdmitOnPostgresSql;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for AdmitOnPostgres<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AdmitOnPostgres<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+        // Rows go in in the order given (admission sorts them by id: see `commit_batch`).
+        out.push_sql(
+            "WITH stored AS (INSERT INTO webhook_events (id, event_type, api_version, \
+               created, livemode, account, object_id, object_type, payload, received_at, \
+               endpoint, secret_index, status, last_error) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.event_type)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.api_version)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.created)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Bool>, _>(&self.livemode)?;
+        out.push_sql("::bool[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.account)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.object_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.object_type)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.payload)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.received_at)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.endpoint)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Integer>>, _>(&self.secret_index)?;
+        out.push_sql("::int4[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.status)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.last_error)?;
+        out.push_sql(
+            "::text[]) \
+             ON CONFLICT DO NOTHING \
+             RETURNING id, created, received_at, object_id, status), \
+           queued AS (INSERT INTO webhook_event_queue (created, received_at, id, object_id) \
+             SELECT created, received_at, id, object_id FROM stored WHERE status = 'pending') \
+           SELECT id FROM stored",
+        );
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<diesel::PgConnection> for AdmitOnPostgres<'_> {}
+
+/// A claimed event: its queue row, not its payload. The processor reads each event whole
 /// only when it applies it, so a claim's memory does not grow with payload sizes (a claim
 /// of 500 events of 100 KB each held 50 MB at once).
 #[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = webhook_events)]
+#[diesel(table_name = webhook_event_queue)]
 pub struct ClaimedEvent {
     pub id: String,
     pub object_id: Option<String>,
@@ -135,10 +319,9 @@ pub fn claim_due_events(
 ) -> StoreResult<Vec<ClaimedEvent>> {
     macro_rules! query {
         () => {
-            dsl::webhook_events
-                .filter(dsl::status.eq(EventStatus::Pending))
-                .filter(dsl::next_attempt_at_ms.le(now_ms))
-                .order((dsl::created.asc(), dsl::received_at.asc(), dsl::id.asc()))
+            qdsl::webhook_event_queue
+                .filter(qdsl::next_attempt_at_ms.le(now_ms))
+                .order((qdsl::created.asc(), qdsl::received_at.asc(), qdsl::id.asc()))
                 .limit(limit)
                 .select(ClaimedEvent::as_select())
         };
@@ -149,15 +332,33 @@ pub fn claim_due_events(
     })
 }
 
-/// Records a final outcome (processed, ignored, failed, dead).
+/// Takes the event at `key` out of the queue: it is no longer pending. The processor calls
+/// it alone only for a queue row whose event is settled already.
+pub fn dequeue(conn: &mut Conn, key: QueueKey<'_>) -> StoreResult<()> {
+    struct Dequeue;
+    let statement = Fixed::<Dequeue>::new()
+        .sql("DELETE FROM webhook_event_queue WHERE created = ")
+        .big_int(key.created)
+        .sql(" AND received_at = ")
+        .big_int(key.received_at)
+        .sql(" AND id = ")
+        .text(key.id);
+    with_conn!(conn, c => statement.execute(c))?;
+    Ok(())
+}
+
+/// Records a final outcome (processed, ignored, failed, dead) of the pending event at `key`.
 pub fn finish_event(
     conn: &mut Conn,
-    id: &str,
+    key: QueueKey<'_>,
     status: EventStatus,
     attempts: i32,
     error: Option<&str>,
     now: i64,
 ) -> StoreResult<()> {
+    debug_assert_ne!(status, EventStatus::Pending, "an outcome is final");
+    dequeue(conn, key)?;
+    let id = key.id;
     // Once per event: a Fixed statement, prepared once per connection.
     struct FinishEvent;
     let statement = Fixed::<FinishEvent>::new()
@@ -179,41 +380,64 @@ pub fn finish_event(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub id: String,
+    pub created: i64,
+    pub received_at: i64,
     pub status: EventStatus,
     pub attempts: i32,
     pub error: Option<String>,
 }
 
+impl Finished {
+    fn key(&self) -> QueueKey<'_> {
+        QueueKey {
+            created: self.created,
+            received_at: self.received_at,
+            id: &self.id,
+        }
+    }
+}
+
 /// Records the final outcomes of a batch's events at `now`, in the batch's transaction: on
-/// PostgreSQL one statement for all of them (a round trip per event was a tenth of applying
-/// one), on SQLite [`finish_event`] per event (prepared once, no round trip to save).
+/// PostgreSQL one statement for all of them, queue rows and statuses (a round trip per event
+/// was a tenth of applying one), on SQLite [`finish_event`] per event (prepared once, no
+/// round trip to save).
 pub fn finish_events(conn: &mut Conn, finished: &[Finished], now: i64) -> StoreResult<()> {
     use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
     if let Conn::Postgres(c) = conn {
         if finished.is_empty() {
             return Ok(());
         }
+        debug_assert!(finished.iter().all(|f| f.status != EventStatus::Pending));
         let ids: Vec<&str> = finished.iter().map(|f| f.id.as_str()).collect();
         let statuses: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
         let attempts: Vec<i32> = finished.iter().map(|f| f.attempts).collect();
         let errors: Vec<Option<&str>> = finished.iter().map(|f| f.error.as_deref()).collect();
+        let created: Vec<i64> = finished.iter().map(|f| f.created).collect();
+        let received: Vec<i64> = finished.iter().map(|f| f.received_at).collect();
         diesel::sql_query(
-            "UPDATE webhook_events AS e SET status = v.status, attempts = v.attempts, \
-             last_error = v.last_error, processed_at = $5 \
-             FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[]) \
-               AS v(id, status, attempts, last_error) \
-             WHERE e.id = v.id",
+            "WITH v AS MATERIALIZED ( \
+               SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], \
+                                    $6::int8[], $7::int8[]) \
+                 AS v(id, status, attempts, last_error, created, received_at)), \
+             dequeued AS ( \
+               DELETE FROM webhook_event_queue AS q USING v \
+               WHERE q.created = v.created AND q.received_at = v.received_at AND q.id = v.id) \
+             UPDATE webhook_events AS e SET status = v.status, attempts = v.attempts, \
+               last_error = v.last_error, processed_at = $5 \
+             FROM v WHERE e.id = v.id",
         )
         .bind::<Array<Text>, _>(ids)
         .bind::<Array<Text>, _>(statuses)
         .bind::<Array<Integer>, _>(attempts)
         .bind::<Array<Nullable<Text>>, _>(errors)
         .bind::<BigInt, _>(now)
+        .bind::<Array<BigInt>, _>(created)
+        .bind::<Array<BigInt>, _>(received)
         .execute(&mut **c)?;
         return Ok(());
     }
     for f in finished {
-        finish_event(conn, &f.id, f.status, f.attempts, f.error.as_deref(), now)?;
+        finish_event(conn, f.key(), f.status, f.attempts, f.error.as_deref(), now)?;
     }
     Ok(())
 }
@@ -227,20 +451,25 @@ pub fn find_events(conn: &mut Conn, ids: &[&str]) -> StoreResult<Vec<WebhookEven
         .load(c))?)
 }
 
-/// Records a failed try and when to try again.
+/// Records a failed try of the pending event at `key` and when to try again.
 pub fn schedule_event_retry(
     conn: &mut Conn,
-    id: &str,
+    key: QueueKey<'_>,
     attempts: i32,
     next_attempt_at_ms: i64,
     error: &str,
 ) -> StoreResult<()> {
-    with_conn!(conn, c => diesel::update(dsl::webhook_events.find(id))
+    with_conn!(conn, c => diesel::update(dsl::webhook_events.find(key.id))
         .set((
             dsl::attempts.eq(attempts),
             dsl::next_attempt_at_ms.eq(next_attempt_at_ms),
             dsl::last_error.eq(error),
         ))
+        .execute(c))?;
+    with_conn!(conn, c => diesel::update(
+            qdsl::webhook_event_queue.find((key.created, key.received_at, key.id)),
+        )
+        .set(qdsl::next_attempt_at_ms.eq(next_attempt_at_ms))
         .execute(c))?;
     Ok(())
 }
@@ -258,21 +487,57 @@ pub fn requeue_events(
     statuses: &[EventStatus],
     ids: Option<&[String]>,
 ) -> StoreResult<usize> {
+    // A pending event is queued already.
+    let statuses: Vec<EventStatus> = statuses
+        .iter()
+        .copied()
+        .filter(|s| *s != EventStatus::Pending)
+        .collect();
     let reset = (
         dsl::status.eq(EventStatus::Pending),
         dsl::attempts.eq(0),
         dsl::next_attempt_at_ms.eq(0),
     );
-    let of_status = dsl::status.eq_any(statuses);
-    Ok(match ids {
-        None => with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(of_status))
-            .set(reset)
-            .execute(c))?,
-        Some(ids) => with_conn!(conn, c => diesel::update(
-                dsl::webhook_events.filter(of_status).filter(dsl::id.eq_any(ids)),
-            )
-            .set(reset)
-            .execute(c))?,
+    let queue_columns = (
+        qdsl::created,
+        qdsl::received_at,
+        qdsl::id,
+        qdsl::object_id,
+        qdsl::next_attempt_at_ms,
+    );
+    let queue_row = (
+        dsl::created,
+        dsl::received_at,
+        dsl::id,
+        dsl::object_id,
+        0_i64.into_sql::<diesel::sql_types::BigInt>(),
+    );
+    // Queued first, from the statuses the update is about to change.
+    conn.transaction(|conn| {
+        let of_status = dsl::status.eq_any(&statuses);
+        Ok(match ids {
+            None => {
+                with_conn!(conn, c => diesel::insert_into(webhook_event_queue::table)
+                    .values(dsl::webhook_events.filter(of_status.clone()).select(queue_row))
+                    .into_columns(queue_columns)
+                    .execute(c))?;
+                with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(of_status))
+                    .set(reset)
+                    .execute(c))?
+            }
+            Some(ids) => {
+                let chosen = dsl::webhook_events
+                    .filter(of_status)
+                    .filter(dsl::id.eq_any(ids));
+                with_conn!(conn, c => diesel::insert_into(webhook_event_queue::table)
+                    .values(chosen.clone().select(queue_row))
+                    .into_columns(queue_columns)
+                    .execute(c))?;
+                with_conn!(conn, c => diesel::update(chosen)
+                    .set(reset)
+                    .execute(c))?
+            }
+        })
     })
 }
 
@@ -295,10 +560,14 @@ pub fn find_payload(conn: &mut Conn, id: &str) -> StoreResult<Option<String>> {
 
 /// When the earliest pending event is due (unix milliseconds), if any is pending.
 pub fn next_pending_at_ms(conn: &mut Conn) -> StoreResult<Option<i64>> {
-    Ok(with_conn!(conn, c => dsl::webhook_events
-        .filter(dsl::status.eq(EventStatus::Pending))
-        .select(diesel::dsl::min(dsl::next_attempt_at_ms))
+    Ok(with_conn!(conn, c => qdsl::webhook_event_queue
+        .select(diesel::dsl::min(qdsl::next_attempt_at_ms))
         .get_result(c))?)
+}
+
+/// How many events are pending: the queue's rows.
+pub fn count_pending_events(conn: &mut Conn) -> StoreResult<i64> {
+    Ok(with_conn!(conn, c => qdsl::webhook_event_queue.count().get_result(c))?)
 }
 
 /// How many events are in each status.

@@ -195,14 +195,6 @@ pub fn requeue_failed_item(conn: &mut Conn, id: i64, kinds: KindSet<'_>) -> Stor
     Ok(n == 1)
 }
 
-/// How many events are pending (the processor's claim index serves it).
-pub fn count_pending_events(conn: &mut Conn) -> StoreResult<i64> {
-    Ok(with_conn!(conn, c => dsl::webhook_events
-        .filter(dsl::status.eq(EventStatus::Pending))
-        .count()
-        .get_result(c))?)
-}
-
 /// How many outbox items there are of each kind and status.
 pub fn count_items_by_kind_and_status(
     conn: &mut Conn,

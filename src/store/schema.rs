@@ -24,6 +24,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    webhook_event_queue (created, received_at, id) {
+        created -> BigInt,
+        received_at -> BigInt,
+        id -> Text,
+        object_id -> Nullable<Text>,
+        next_attempt_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     customers (id) {
         id -> BigInt,
         customer_ref -> Nullable<Text>,
@@ -177,6 +187,7 @@ diesel::joinable!(outbox_attempts -> outbox (item_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     webhook_events,
+    webhook_event_queue,
     customers,
     payment_methods,
     checkouts,

@@ -442,8 +442,14 @@ async fn retry_requeues_failed_events_by_id_or_all_of_a_status(backend: Backend)
             ("evt_done", EventStatus::Processed),
         ] {
             let body = bytes(&intent_event(id, "payment_intent.created", "pi_1", 1));
-            assert!(events::insert_event(&mut conn, &stored_event(&body)).unwrap());
-            events::finish_event(&mut conn, id, status, 3, Some("why"), 1).unwrap();
+            let event = stored_event(&body);
+            assert!(events::insert_event(&mut conn, &event).unwrap());
+            let key = events::QueueKey {
+                created: event.created,
+                received_at: event.received_at,
+                id,
+            };
+            events::finish_event(&mut conn, key, status, 3, Some("why"), 1).unwrap();
         }
         let mut status_of = |id: &str| events::find_event(&mut conn, id).unwrap().unwrap().status;
         let dir = tempfile::tempdir().unwrap();

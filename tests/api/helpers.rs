@@ -238,6 +238,21 @@ fn url_with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// A row of the processor's queue.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct QueueRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub created: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub received_at: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub object_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub next_attempt_at_ms: i64,
+}
+
 pub struct TestApp {
     pub address: String,
     pub pool: Pool,
@@ -421,6 +436,32 @@ impl TestApp {
     pub fn transitions(&self, intent_id: &str) -> Vec<TransitionRow> {
         let checkout = self.checkout(intent_id).expect("checkout exists");
         self.with_conn(|c| checkouts::list_transitions(c, &checkout.id).expect("query"))
+    }
+
+    /// The queue's rows, after checking they are exactly the pending events, with the same
+    /// claim order and due time (see `payhook::store::events`): the rule every change of an
+    /// event's status keeps. Read in one transaction, so a consistent pair.
+    pub fn queued(&self) -> Vec<QueueRow> {
+        use diesel::RunQueryDsl;
+        const QUEUED: &str = "SELECT id, created, received_at, object_id, next_attempt_at_ms \
+                              FROM webhook_event_queue ORDER BY id";
+        const PENDING: &str = "SELECT id, created, received_at, object_id, next_attempt_at_ms \
+                               FROM webhook_events WHERE status = 'pending' ORDER BY id";
+        let (queued, pending) = self.with_conn(|c| {
+            c.transaction(|c| {
+                let queued: Vec<QueueRow> =
+                    payhook::with_conn!(c, conn => diesel::sql_query(QUEUED).load(conn))?;
+                let pending: Vec<QueueRow> =
+                    payhook::with_conn!(c, conn => diesel::sql_query(PENDING).load(conn))?;
+                Ok::<_, diesel::result::Error>((queued, pending))
+            })
+            .expect("queue and pending events")
+        });
+        assert_eq!(
+            queued, pending,
+            "the queue (left) vs the pending events (right)"
+        );
+        queued
     }
 
     pub fn count_events(&self) -> i64 {

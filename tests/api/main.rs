@@ -22,6 +22,7 @@ mod ordering;
 mod outbox_claims;
 mod pg_outage;
 mod processing;
+mod queue;
 mod real_events;
 mod reconcile;
 mod replay;

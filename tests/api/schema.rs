@@ -180,6 +180,7 @@ async fn the_schema_module_matches_the_migrations(backend: Backend) {
     let url = db.url();
     let declared = vec![
         declared!(webhook_events),
+        declared!(webhook_event_queue),
         declared!(customers),
         declared!(payment_methods),
         declared!(checkouts),

@@ -1,0 +1,22 @@
+-- The processor's queue in a table of its own (issue 13). The claim index of
+-- `webhook_events` held `status`, so recording an outcome changed an indexed column: the
+-- update could never be HOT, and added entries to all four indexes of the table (a fifth of
+-- the database's time in a PostgreSQL drain's statement profile). Now a row of
+-- `webhook_event_queue` exists exactly while its event is pending (src/store/events.rs keeps
+-- that rule, and is the only writer of both tables): the processor claims from the queue in
+-- the same order as before (Stripe's time, then arrival, then id: the primary key), deletes
+-- the row when it records the outcome, and the outcome's update of `webhook_events` touches
+-- no indexed column. WITHOUT ROWID: the primary key is the table's only B-tree, so
+-- admission writes as many B-trees per event as with the claim index it replaces.
+CREATE TABLE webhook_event_queue (
+    created             BIGINT NOT NULL,
+    received_at         BIGINT NOT NULL,
+    id                  TEXT NOT NULL,
+    object_id           TEXT,
+    next_attempt_at_ms  BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (created, received_at, id)
+) WITHOUT ROWID;
+INSERT INTO webhook_event_queue (created, received_at, id, object_id, next_attempt_at_ms)
+  SELECT created, received_at, id, object_id, next_attempt_at_ms
+  FROM webhook_events WHERE status = 'pending';
+DROP INDEX webhook_events_claim;
