@@ -167,6 +167,76 @@ async fn an_event_is_never_stored_without_its_queue_row(backend: Backend) {
 }
 both_backends!(an_event_is_never_stored_without_its_queue_row);
 
+/// Events stored before the queue existed: the upgrade queues the pending ones, with their
+/// due times, and they are applied after it; settled ones stay out of the queue.
+async fn the_upgrade_queues_the_events_pending_before_it(backend: Backend) {
+    use diesel_migrations::MigrationHarness;
+    use payhook::store::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+    let db = TestDatabase::create(backend);
+    let url = db.url();
+    let old = Pool::connect(&url, PoolOptions::default()).expect("pool");
+    tokio::task::spawn_blocking(move || {
+        let mut conn = old.get().expect("connection");
+        with_conn!(&mut conn, c => {
+            // Every migration before 000090_event_queue.
+            for _ in 0..12 {
+                match backend {
+                    Backend::Sqlite => c.run_next_migration(SQLITE_MIGRATIONS),
+                    Backend::Postgres => c.run_next_migration(POSTGRES_MIGRATIONS),
+                }
+                .expect("an old migration");
+            }
+            for (id, intent, status, next) in [
+                ("evt_old_due", "pi_old_1", "pending", 0),
+                ("evt_old_later", "pi_old_2", "pending", 5_000),
+                ("evt_old_done", "pi_old_3", "processed", 0),
+            ] {
+                let payload = intent_event(id, "payment_intent.created", intent, 1_700_000_000);
+                diesel::sql_query(
+                    "INSERT INTO webhook_events (id, event_type, created, livemode, object_id, \
+                       object_type, payload, received_at, status, next_attempt_at_ms) \
+                     VALUES ($1, 'payment_intent.created', 1700000000, FALSE, $2, \
+                       'payment_intent', $3, 1, $4, $5)",
+                )
+                .bind::<diesel::sql_types::Text, _>(id)
+                .bind::<diesel::sql_types::Text, _>(intent)
+                .bind::<diesel::sql_types::Text, _>(payload.to_string())
+                .bind::<diesel::sql_types::Text, _>(status)
+                .bind::<BigInt, _>(next)
+                .execute(c)
+                .expect("an event of the old schema");
+            }
+            Ok::<_, diesel::result::Error>(())
+        })
+        .expect("old schema");
+    })
+    .await
+    .expect("old schema");
+
+    let app = crate::helpers::spawn_manual_app_with_url(url, |_| {}).await;
+    let queued = app.queued();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|r| (r.id.as_str(), r.object_id.as_deref(), r.next_attempt_at_ms))
+            .collect::<Vec<_>>(),
+        [
+            ("evt_old_due", Some("pi_old_1"), 0),
+            ("evt_old_later", Some("pi_old_2"), 5_000)
+        ]
+    );
+    app.settle().await;
+    assert!(queued_ids(&app).is_empty());
+    assert_eq!(app.checkout("pi_old_2").unwrap().state.as_str(), "pending");
+    assert!(
+        app.checkout("pi_old_3").is_none(),
+        "a settled event is not applied again"
+    );
+    drop(app);
+    drop(db);
+}
+both_backends!(the_upgrade_queues_the_events_pending_before_it);
+
 #[derive(QueryableByName)]
 struct Updates {
     #[diesel(sql_type = BigInt)]
