@@ -298,7 +298,12 @@ fn run_batch(
                     "event {} was queued though {}; dropped from the queue, not applied",
                     event.id, event.status
                 );
-                events::dequeue(conn, event.queue_key())?;
+                let key = events::QueueKey {
+                    created: claimed.created,
+                    received_at: claimed.received_at,
+                    id: &claimed.id,
+                };
+                events::dequeue(conn, key)?;
                 continue;
             }
             let attempts = event.attempts + 1;

@@ -512,7 +512,8 @@ pub fn requeue_events(
         dsl::object_id,
         0_i64.into_sql::<diesel::sql_types::BigInt>(),
     );
-    // Queued first, from the statuses the update is about to change.
+    // Queued first, from the statuses the update is about to change. A concurrent requeue of
+    // the same event finds its queue row there already and then changes no status.
     conn.transaction(|conn| {
         let of_status = dsl::status.eq_any(&statuses);
         Ok(match ids {
@@ -520,6 +521,7 @@ pub fn requeue_events(
                 with_conn!(conn, c => diesel::insert_into(webhook_event_queue::table)
                     .values(dsl::webhook_events.filter(of_status.clone()).select(queue_row))
                     .into_columns(queue_columns)
+                    .on_conflict_do_nothing()
                     .execute(c))?;
                 with_conn!(conn, c => diesel::update(dsl::webhook_events.filter(of_status))
                     .set(reset)
@@ -532,6 +534,7 @@ pub fn requeue_events(
                 with_conn!(conn, c => diesel::insert_into(webhook_event_queue::table)
                     .values(chosen.clone().select(queue_row))
                     .into_columns(queue_columns)
+                    .on_conflict_do_nothing()
                     .execute(c))?;
                 with_conn!(conn, c => diesel::update(chosen)
                     .set(reset)

@@ -167,6 +167,25 @@ async fn an_event_is_never_stored_without_its_queue_row(backend: Backend) {
 }
 both_backends!(an_event_is_never_stored_without_its_queue_row);
 
+/// A queue row whose event was settled behind payhook's back (an operator's `UPDATE`) is
+/// dropped by the processor, not applied: applying it would apply a settled event twice.
+async fn a_queue_row_of_a_settled_event_is_dropped_not_applied(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    for (id, intent) in [("evt_q_hand", "pi_q_hand"), ("evt_q_next", "pi_q_next")] {
+        let event = intent_event(id, "payment_intent.created", intent, 1_700_000_000);
+        app.deliver(&bytes(&event)).await;
+    }
+    app.exec("UPDATE webhook_events SET status = 'processed' WHERE id = 'evt_q_hand'");
+    app.drain.run_until_idle().await.expect("drain");
+    assert!(queued_ids(&app).is_empty(), "the stale row is gone");
+    assert!(
+        app.checkout("pi_q_hand").is_none(),
+        "a settled event applied again"
+    );
+    assert_eq!(app.checkout("pi_q_next").unwrap().state.as_str(), "pending");
+}
+both_backends!(a_queue_row_of_a_settled_event_is_dropped_not_applied);
+
 /// Events stored before the queue existed: the upgrade queues the pending ones, with their
 /// due times, and they are applied after it; settled ones stay out of the queue.
 async fn the_upgrade_queues_the_events_pending_before_it(backend: Backend) {
