@@ -604,6 +604,17 @@ fn verify_inbox(conn: &mut Conn, acknowledged: &HashSet<String>) {
         acknowledged.len(),
         "nothing unacknowledged stored"
     );
+    // Every event settled, so none is left in the processor's queue (its rows are deleted
+    // with the outcome; a SIGKILLed instance's batch rolled back with its rows still there).
+    let queued = query::<IdStatus>(
+        conn,
+        "SELECT id, 'queued' AS status FROM webhook_event_queue",
+    );
+    assert!(
+        queued.is_empty(),
+        "queue rows of settled events: {:?}",
+        queued.iter().map(|r| &r.id).take(10).collect::<Vec<_>>()
+    );
 }
 
 /// Each event left exactly one applied-or-refused row: none was applied twice.

@@ -104,6 +104,12 @@ fn pending(pool: &Pool) -> i64 {
         .sum()
 }
 
+/// The processor's queue rows: one per pending event, whatever killed the writer.
+fn queued(pool: &Pool) -> i64 {
+    let mut conn = pool.get().expect("connection");
+    events::count_pending_events(&mut conn).expect("queue")
+}
+
 const LIFE: [&str; 4] = [
     "payment_intent.created",
     "payment_intent.requires_action",
@@ -193,6 +199,11 @@ async fn sigkill_mid_load_loses_no_acknowledged_event_and_half_applies_nothing()
     // What the crash left: every acknowledged event is stored.
     let pool = open_pool(&db);
     let left_pending = pending(&pool);
+    assert_eq!(
+        queued(&pool),
+        left_pending,
+        "after the crash: queue rows vs pending events"
+    );
     let mut conn = pool.get().expect("connection");
     for id in &acked {
         assert!(
@@ -217,6 +228,11 @@ async fn sigkill_mid_load_loses_no_acknowledged_event_and_half_applies_nothing()
     let settle = settle_started.elapsed();
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
+    assert_eq!(
+        queued(&pool),
+        0,
+        "queue rows left after the backlog was applied"
+    );
 
     // Every stored event is applied exactly once: one audit row (transition or refusal) per
     // event, and each checkout's state is the one its last applied transition set.
