@@ -298,12 +298,7 @@ fn run_batch(
                     "event {} was queued though {}; dropped from the queue, not applied",
                     event.id, event.status
                 );
-                let key = events::QueueKey {
-                    created: claimed.created,
-                    received_at: claimed.received_at,
-                    id: &claimed.id,
-                };
-                events::dequeue(conn, key)?;
+                events::dequeue(conn, claimed.queue_key())?;
                 continue;
             }
             let attempts = event.attempts + 1;
@@ -337,9 +332,9 @@ fn run_batch(
                 report.transitions.append(&mut effects.transitions);
             }
             let finish = |status, error| events::Finished {
-                id: event.id.clone(),
-                created: event.created,
-                received_at: event.received_at,
+                id: claimed.id.clone(),
+                created: claimed.created,
+                received_at: claimed.received_at,
                 status,
                 attempts,
                 error,
@@ -377,7 +372,10 @@ fn run_batch(
                     );
                     finished.push(finish(EventStatus::Failed, Some(reason)));
                 }
-                Err(e) => record_failure(conn, config, event, attempts, &e, now, &mut report)?,
+                Err(e) => {
+                    let key = claimed.queue_key();
+                    record_failure(conn, config, event, key, &e, now, &mut report)?
+                }
             }
             if !outcomes_at_end {
                 events::finish_events(conn, &finished, now / 1000)?;
@@ -399,15 +397,18 @@ fn run_batch(
     })
 }
 
+/// Records a failed try of `event`, claimed as `key`: its try number is one more than the
+/// tries it had.
 fn record_failure(
     conn: &mut Conn,
     config: &ProcessorConfig,
     event: &events::WebhookEvent,
-    attempts: i32,
+    key: events::QueueKey<'_>,
     error: &StoreError,
     now: i64,
     report: &mut BatchReport,
 ) -> StoreResult<()> {
+    let attempts = event.attempts + 1;
     let message = error.to_string();
     if error.is_contention() {
         report.contended += 1;
@@ -419,7 +420,7 @@ fn record_failure(
         let next = now.saturating_add(delay.as_millis() as i64);
         return events::schedule_event_retry(
             conn,
-            event.queue_key(),
+            key,
             event.attempts,
             next,
             &format!("contention, try not counted: {message}"),
@@ -436,7 +437,7 @@ fn record_failure(
         );
         events::finish_event(
             conn,
-            event.queue_key(),
+            key,
             EventStatus::Dead,
             attempts,
             Some(&message),
@@ -450,7 +451,7 @@ fn record_failure(
             event.id, event.event_type
         );
         let next = now.saturating_add(delay.as_millis() as i64);
-        events::schedule_event_retry(conn, event.queue_key(), attempts, next, &message)
+        events::schedule_event_retry(conn, key, attempts, next, &message)
     }
 }
 

@@ -91,16 +91,6 @@ pub struct QueueKey<'a> {
     pub id: &'a str,
 }
 
-impl WebhookEvent {
-    pub fn queue_key(&self) -> QueueKey<'_> {
-        QueueKey {
-            created: self.created,
-            received_at: self.received_at,
-            id: &self.id,
-        }
-    }
-}
-
 /// A queue row, as admission on SQLite writes it.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = webhook_event_queue, treat_none_as_default_value = false)]
@@ -306,6 +296,17 @@ pub struct ClaimedEvent {
     pub object_id: Option<String>,
     pub created: i64,
     pub received_at: i64,
+}
+
+impl ClaimedEvent {
+    /// The claimed queue row's key: what recording the event's outcome deletes.
+    pub fn queue_key(&self) -> QueueKey<'_> {
+        QueueKey {
+            created: self.created,
+            received_at: self.received_at,
+            id: &self.id,
+        }
+    }
 }
 
 /// Claims up to `limit` due events, oldest Stripe time first, for the current transaction.
