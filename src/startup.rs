@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::outbox::runner::{Kind, RetryPolicy, Runner};
 use crate::outbox::save_card;
 use crate::store::outbox::{count_items_by_status, OutboxStatus};
-use crate::store::{BackgroundThread, Pool, PoolOptions};
+use crate::store::{checkpointer, BackgroundThread, Pool, PoolOptions, WalCheckpoints};
 use crate::stripe::gateway::StripeGateway;
 
 /// Whether the background workers run by themselves (`serve`), or only when a test drains
@@ -129,6 +129,8 @@ impl Application {
                 max_size: config.pool_size,
                 durability: config.durability,
                 connect_timeout: config.database_wait,
+                // The checkpointer below runs whatever the workers do.
+                wal_checkpoints: WalCheckpoints::Background,
             },
         )
         .with_context(|| format!("opening the database at {}", config.database_url))?;
@@ -221,6 +223,12 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
+        if !pool.is_postgres() {
+            tasks.spawn(
+                "checkpointer".to_owned(),
+                checkpointer::run(pool.clone(), shutdown.clone()),
+            );
+        }
         if workers == Workers::Background {
             tasks.spawn(
                 "sweeper".to_owned(),

@@ -22,6 +22,7 @@
 pub mod app_checkouts;
 mod blocking;
 pub mod checkouts;
+pub mod checkpointer;
 mod conn;
 pub mod customers;
 pub mod events;
@@ -41,7 +42,8 @@ pub use blocking::{BackgroundThread, JobError};
 pub use conn::Conn;
 pub use open::{open_existing, pending_migrations, OpenError};
 pub use pool::{
-    init_libpq_tls, Commit, Pool, PoolOptions, WriteGate, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
+    init_libpq_tls, CheckpointReport, Commit, Pool, PoolOptions, WalCheckpoints, WriteGate,
+    POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
 };
 
 pub use crate::config::DatabaseUrl;

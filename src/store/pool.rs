@@ -25,6 +25,7 @@ const MIGRATION_LOCK: i64 = 0x0070_6179_686f_6f6b;
 #[derive(Debug, Clone, Copy)]
 struct SqliteSetup {
     durability: Durability,
+    wal_checkpoints: WalCheckpoints,
 }
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup {
@@ -38,7 +39,12 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSetup 
             "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
         ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        if self.wal_checkpoints == WalCheckpoints::Background {
+            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
     }
 }
 
@@ -138,6 +144,8 @@ pub struct PoolOptions {
     pub max_size: u32,
     pub durability: Durability,
     pub connect_timeout: Duration,
+    /// Who checkpoints SQLite's WAL (see [`WalCheckpoints`]).
+    pub wal_checkpoints: WalCheckpoints,
 }
 
 impl Default for PoolOptions {
@@ -146,8 +154,33 @@ impl Default for PoolOptions {
             max_size: 8,
             durability: Durability::Full,
             connect_timeout: Duration::from_secs(5),
+            wal_checkpoints: WalCheckpoints::OnCommit,
         }
     }
+}
+
+/// Who copies SQLite's WAL back into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalCheckpoints {
+    /// SQLite's own: the commit that takes the WAL past 1 000 pages checkpoints it, inside
+    /// the transaction's write lock (and so inside payhook's write gate). For commands that
+    /// run briefly.
+    OnCommit,
+    /// [`Pool::checkpoint_wal`], called by `serve`'s checkpointer: commits never checkpoint.
+    /// The autocheckpoint copied the WAL and synced the database file while admission waited
+    /// for the gate; at 1 000 deliveries/s that was the tail of the acknowledgement latency
+    /// (BENCHMARKS.md, 1 December).
+    Background,
+}
+
+/// What one [`Pool::checkpoint_wal`] did, in WAL frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Frames copied outside the write gate.
+    pub outside_gate: i64,
+    /// Frames the WAL held when the last step, under the gate, finished: all copied, so the
+    /// next write starts the WAL over.
+    pub total: i64,
 }
 
 impl Pool {
@@ -188,6 +221,7 @@ impl Pool {
             .connection_timeout(options.connect_timeout)
             .connection_customizer(Box::new(SqliteSetup {
                 durability: options.durability,
+                wal_checkpoints: options.wal_checkpoints,
             }))
             .error_handler(Box::new(PoolErrors::default()))
             .build(manager)?;
@@ -290,6 +324,33 @@ impl Pool {
         matches!(self, Self::Postgres(_))
     }
 
+    /// Copies SQLite's WAL back into the database file, almost all of it outside the write
+    /// gate, so that no delivery waits for the copying (see [`WalCheckpoints::Background`]).
+    ///
+    /// A checkpoint beside running writers copies what the WAL held when it began, while they
+    /// append more; SQLite starts the WAL over only when a write begins with every frame
+    /// copied, which then never happens and the WAL grows without end (BENCHMARKS.md, 30
+    /// November). So a second pass runs holding the gate: no writer of this process appends
+    /// meanwhile, it copies the few frames written during the first, and the next write
+    /// starts the WAL over. Each pass syncs the database file before the WAL may be reused,
+    /// as SQLite's own checkpoints do. Nothing to do on PostgreSQL or with an empty WAL.
+    pub fn checkpoint_wal(&self) -> StoreResult<CheckpointReport> {
+        let Self::Sqlite(_, gate) = self else {
+            return Ok(CheckpointReport::default());
+        };
+        let mut conn = self.get()?;
+        let first = passive_checkpoint(&mut conn)?;
+        if first.log == 0 {
+            return Ok(CheckpointReport::default());
+        }
+        let _turn = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = passive_checkpoint(&mut conn)?;
+        Ok(CheckpointReport {
+            outside_gate: first.checkpointed,
+            total: last.log,
+        })
+    }
+
     /// Whether another writer of this process is waiting for the SQLite write lock. A long
     /// transaction checks this between units of work and commits early when it is true.
     /// Always false on PostgreSQL, where writers do not queue behind one lock.
@@ -323,6 +384,31 @@ impl Pool {
         };
         Ok(applied)
     }
+}
+
+/// The row of `PRAGMA wal_checkpoint`.
+#[derive(diesel::QueryableByName)]
+struct Checkpointed {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    log: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    checkpointed: i64,
+}
+
+/// One `PASSIVE` checkpoint: copies what it can without waiting for anyone.
+fn passive_checkpoint(conn: &mut Conn) -> StoreResult<Checkpointed> {
+    use diesel::RunQueryDsl;
+    let Conn::Sqlite(c) = conn else {
+        unreachable!("checkpoints are SQLite's")
+    };
+    let row: Checkpointed =
+        diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(&mut **c)?;
+    if row.busy != 0 {
+        log::debug!("a WAL checkpoint could not run: another process holds the checkpoint lock");
+    }
+    Ok(row)
 }
 
 /// Initialises the OpenSSL that libpq is built with (see README, *Dependencies*) before libpq

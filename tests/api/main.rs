@@ -8,6 +8,7 @@ mod admission;
 mod app_api;
 mod app_flows;
 mod app_support;
+mod checkpoints;
 mod cli;
 mod connect;
 mod endpoints;
