@@ -42,8 +42,8 @@ pub use blocking::{BackgroundThread, JobError};
 pub use conn::Conn;
 pub use open::{open_existing, pending_migrations, OpenError};
 pub use pool::{
-    init_libpq_tls, CheckpointReport, Commit, Pool, PoolOptions, WalCheckpoints, WriteGate,
-    POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS,
+    init_libpq_tls, Commit, Pool, PoolOptions, WalCheckpoints, WriteGate, POSTGRES_MIGRATIONS,
+    SQLITE_MIGRATIONS,
 };
 
 pub use crate::config::DatabaseUrl;

@@ -173,16 +173,6 @@ pub enum WalCheckpoints {
     Background,
 }
 
-/// What one [`Pool::checkpoint_wal`] did, in WAL frames.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CheckpointReport {
-    /// Frames copied outside the write gate.
-    pub outside_gate: i64,
-    /// Frames the WAL held when the last step, under the gate, finished: all copied, so the
-    /// next write starts the WAL over.
-    pub total: i64,
-}
-
 impl Pool {
     /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
     pub fn connect(url: &DatabaseUrl, options: PoolOptions) -> StoreResult<Self> {
@@ -334,21 +324,20 @@ impl Pool {
     /// meanwhile, it copies the few frames written during the first, and the next write
     /// starts the WAL over. Each pass syncs the database file before the WAL may be reused,
     /// as SQLite's own checkpoints do. Nothing to do on PostgreSQL or with an empty WAL.
-    pub fn checkpoint_wal(&self) -> StoreResult<CheckpointReport> {
+    /// Returns how many frames the WAL held when the pass under the gate finished, all
+    /// copied (0 on PostgreSQL or with an empty WAL).
+    pub fn checkpoint_wal(&self) -> StoreResult<i64> {
         let Self::Sqlite(_, gate) = self else {
-            return Ok(CheckpointReport::default());
+            return Ok(0);
         };
         let mut conn = self.get()?;
         let first = passive_checkpoint(&mut conn)?;
         if first.log == 0 {
-            return Ok(CheckpointReport::default());
+            return Ok(0);
         }
         let _turn = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let last = passive_checkpoint(&mut conn)?;
-        Ok(CheckpointReport {
-            outside_gate: first.checkpointed,
-            total: last.log,
-        })
+        Ok(last.log)
     }
 
     /// Whether another writer of this process is waiting for the SQLite write lock. A long
@@ -391,10 +380,9 @@ impl Pool {
 struct Checkpointed {
     #[diesel(sql_type = diesel::sql_types::Integer)]
     busy: i32,
+    /// Frames in the WAL (all copied when the checkpoint was not busy).
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     log: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    checkpointed: i64,
 }
 
 /// One `PASSIVE` checkpoint: copies what it can without waiting for anyone.
