@@ -304,6 +304,30 @@ async fn a_removed_sqlite_directory_is_503_and_not_ready() {
     assert!(ready["message"].as_str().unwrap().contains("was removed"));
 }
 
+/// The same for the WAL beside the file: SQLite would go on committing into the removed
+/// file, which the next start does not read.
+#[tokio::test]
+async fn a_removed_wal_file_is_503_and_not_ready() {
+    let (_db, path, app) = spawn_on_own_sqlite().await;
+    let first = intent_event("evt_wal1", "payment_intent.created", "pi_wal1", 100);
+    app.deliver(&bytes(&first)).await;
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    std::fs::remove_file(&wal).expect("rm the WAL");
+    let second = intent_event("evt_wal2", "payment_intent.created", "pi_wal2", 101);
+    for _ in 0..3 {
+        assert_eq!(
+            post(&app, &bytes(&second)).await,
+            (503, "storage_unavailable".to_owned())
+        );
+    }
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["error"], "storage");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("-wal was removed"), "{message}");
+}
+
 #[tokio::test]
 async fn a_replaced_sqlite_file_is_503_until_payhook_restarts() {
     let (_db, path, app) = spawn_on_own_sqlite().await;
