@@ -9,15 +9,9 @@ use tokio_util::sync::CancellationToken;
 use super::Pool;
 
 /// How often the WAL is copied back. At 1 000 deliveries/s a pass copies about 500 frames
-/// (2 MB) outside the gate (BENCHMARKS.md, 1 December).
+/// (2 MB) outside the gate, and holds the gate 0.3–2 ms for the rest; the WAL stays near
+/// 5 MB (BENCHMARKS.md, 1 December).
 pub const INTERVAL: Duration = Duration::from_millis(50);
-
-/// How many frames (of 4 KB) the WAL may hold before a pass takes the write gate to let the
-/// next write start it over: 16 MB, so the WAL file stays near that size. The pass under the
-/// gate holds it 0.3–2 ms (the frames written since the pass before it, then an fsync of the
-/// database file); taken every [`INTERVAL`] it was in the way of about one delivery in 50 at
-/// 1 000/s, now of one in several hundred (BENCHMARKS.md, 1 December).
-pub const RESTART_AT_FRAMES: i64 = 4096;
 
 /// Checkpoints every [`INTERVAL`] until `shutdown`. A failed pass is logged once, when
 /// passes start failing, and the next pass tries again; SQLite also checkpoints by itself
@@ -31,10 +25,7 @@ pub async fn run(pool: Pool, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match pool
-            .run_pool(|pool| pool.checkpoint_wal(RESTART_AT_FRAMES))
-            .await
-        {
+        match pool.run_pool(|pool| pool.checkpoint_wal()).await {
             Ok(_) if failing => {
                 failing = false;
                 info!("WAL checkpoints work again");

@@ -357,22 +357,20 @@ impl Pool {
     /// A checkpoint beside running writers copies what the WAL held when it began, while they
     /// append more; SQLite starts the WAL over only when a write begins with every frame
     /// copied, which then never happens and the WAL grows without end (BENCHMARKS.md, 30
-    /// November). So once the WAL holds `restart_at` frames or more, a second pass runs
-    /// holding the gate: no writer of this process appends meanwhile, it copies the few
-    /// frames written during the first, and the next write starts the WAL over. Below
-    /// `restart_at` the gate is left alone: the pass under it syncs the database file while
-    /// every writer waits, and the WAL may as well grow a little first. Each pass syncs the
-    /// database file before the WAL may be reused, as SQLite's own checkpoints do. Nothing to
-    /// do on PostgreSQL or with an empty WAL. Returns how many frames the WAL held after the
-    /// last pass (0 on PostgreSQL or with an empty WAL).
-    pub fn checkpoint_wal(&self, restart_at: i64) -> StoreResult<i64> {
+    /// November). So a second pass runs holding the gate: no writer of this process appends
+    /// meanwhile, it copies the few frames written during the first, and the next write
+    /// starts the WAL over. Each pass syncs the database file before the WAL may be reused,
+    /// as SQLite's own checkpoints do. Nothing to do on PostgreSQL or with an empty WAL.
+    /// Returns how many frames the WAL held when the pass under the gate finished, all
+    /// copied (0 on PostgreSQL or with an empty WAL).
+    pub fn checkpoint_wal(&self) -> StoreResult<i64> {
         let Self::Sqlite(_, gate) = self else {
             return Ok(0);
         };
         let mut conn = self.get()?;
         let first = passive_checkpoint(&mut conn)?;
-        if first.log == 0 || first.log < restart_at {
-            return Ok(first.log);
+        if first.log == 0 {
+            return Ok(0);
         }
         let _turn = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let last = passive_checkpoint(&mut conn)?;
