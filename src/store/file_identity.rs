@@ -8,9 +8,10 @@
 //! per transaction, about a microsecond): a path that is gone or names another file fails the
 //! transaction, so nothing commits into a file nobody will read again.
 //!
-//! The WAL beside the file is found the same way when a write's fsync opens it (see
-//! [`DatabaseFile::sync_wal`]): a WAL removed underneath fails every durable write until
-//! payhook restarts and SQLite starts a new one.
+//! The same holds for the WAL beside the file: SQLite goes on committing into a removed
+//! WAL, and the next start reads none of what was only there. So each write transaction
+//! also checks that the WAL is still there; until payhook restarts (and SQLite creates a
+//! new one), writes fail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,30 +42,12 @@ impl DatabaseFile {
         })
     }
 
-    /// Makes every frame the WAL holds durable (`fdatasync` of the `-wal` file): what a
-    /// `synchronous = FULL` commit does inside the write lock, done after it by
-    /// [`super::Pool::write_with`]. Call it holding a connection in WAL mode, which keeps the
-    /// WAL file in place: SQLite removes it only when its last connection closes.
-    pub fn sync_wal(&self) -> Result<(), StoreError> {
-        let synced = std::fs::File::open(&self.wal).and_then(|wal| wal.sync_data());
-        synced.map_err(|e| {
-            let why = if e.kind() == std::io::ErrorKind::NotFound {
-                // SQLite goes on writing to the removed file, and the next start has none
-                // of what only the WAL held.
-                "was removed while payhook had it open; commits cannot be made durable \
-                 (deliveries get 503 and Stripe retries them): restart payhook"
-                    .to_owned()
-            } else {
-                format!("cannot be synced: {e}")
-            };
-            StoreError::Sync(format!("the SQLite WAL {} {why}", self.wal.display()))
-        })
-    }
-
-    /// Fails unless the path still names the file the pool opened.
+    /// Fails unless the path still names the file the pool opened, with its WAL beside it.
     pub fn check(&self) -> Result<(), StoreError> {
         let why = match std::fs::metadata(&self.path) {
-            Ok(meta) if meta.dev() == self.device && meta.ino() == self.inode => return Ok(()),
+            Ok(meta) if meta.dev() == self.device && meta.ino() == self.inode => {
+                return self.check_wal()
+            }
             Ok(_) => "now names another file",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was removed",
             Err(_) => "cannot be read",
@@ -75,6 +58,24 @@ impl DatabaseFile {
              restart payhook",
             self.path.display()
         )))
+    }
+
+    /// The WAL is checked for being there, not for being the same file: SQLite removes it
+    /// when its last connection closes and creates another at the next open, which a pool
+    /// whose connections all went idle may do. A transaction holds a connection in WAL mode,
+    /// which keeps the file in place, so when it is missing someone removed it.
+    fn check_wal(&self) -> Result<(), StoreError> {
+        match std::fs::symlink_metadata(&self.wal) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::FileGone(format!(
+                    "the SQLite WAL {} was removed while payhook had it open; commits would go \
+                     into the removed file, which the next start does not read (deliveries get \
+                     503 and Stripe retries them): restart payhook",
+                    self.wal.display()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -87,6 +88,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db.sqlite3");
         std::fs::write(&path, b"one").expect("write");
+        std::fs::write(dir.path().join("db.sqlite3-wal"), b"frames").expect("write");
         let file = DatabaseFile::remember(&path).expect("stat");
         file.check().expect("same file");
         let replacement = dir.path().join("restored");
@@ -97,5 +99,19 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         let err = file.check().unwrap_err().to_string();
         assert!(err.contains("was removed"), "{err}");
+    }
+
+    #[test]
+    fn a_removed_wal_is_noticed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db.sqlite3");
+        std::fs::write(&path, b"one").expect("write");
+        let wal = dir.path().join("db.sqlite3-wal");
+        std::fs::write(&wal, b"frames").expect("write");
+        let file = DatabaseFile::remember(&path).expect("stat");
+        file.check().expect("both there");
+        std::fs::remove_file(&wal).expect("remove the WAL");
+        let err = file.check().unwrap_err().to_string();
+        assert!(err.contains("db.sqlite3-wal was removed"), "{err}");
     }
 }

@@ -98,9 +98,6 @@ pub enum StoreError {
     /// The SQLite file the pool opened is no longer the file its path names.
     #[error("{0}")]
     FileGone(String),
-    /// A commit could not be made durable (the fsync of SQLite's WAL failed).
-    #[error("{0}")]
-    Sync(String),
     /// The [`BackgroundThread`] a closure was sent to has stopped.
     #[error("the background thread has stopped")]
     ThreadStopped,

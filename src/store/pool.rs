@@ -118,44 +118,11 @@ pub struct WriteGate {
     file: Option<Arc<DatabaseFile>>,
 }
 
-impl WriteGate {
-    /// Where this pool's fsync of a `commit` happens.
-    fn sync_for(&self, commit: Commit) -> WalSync {
-        match (self.durability, commit, &self.file) {
-            // Only a FULL pool has an fsync to skip or to move.
-            (Durability::Full, Commit::Deferred, _) => WalSync::Skip,
-            (Durability::Full, Commit::Durable, Some(_)) => WalSync::AfterGate,
-            _ => WalSync::InCommit,
-        }
-    }
-}
-
-/// Where a SQLite write's fsync of the WAL happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WalSync {
-    /// In the commit, as the connection's `synchronous` says: inside SQLite's write lock
-    /// and the gate. For pools that do not know their file's path (commands, `file:` URIs).
-    InCommit,
-    /// The commit runs with `synchronous = NORMAL` (atomic, not yet durable); after the gate
-    /// is released, [`DatabaseFile::sync_wal`] makes it durable before the write returns.
-    /// Other writers (the processor, the checkpointer's pass under the gate, another
-    /// admission writer) go on meanwhile: an fsync under the lock held all of them for its
-    /// whole length, 0.2–0.5 ms typically and 4–14 ms in its tails on this machine's disk
-    /// (BENCHMARKS.md, 1 December). Each write syncs after its own commit, so it never
-    /// counts on another write's fsync, which may have begun before its frames. Recovery
-    /// after a crash keeps the WAL's frames up to the last complete commit, so a transaction
-    /// whose frames were not all flushed is lost whole, and it had not been reported durable.
-    AfterGate,
-    /// No fsync of its own ([`Commit::Deferred`]).
-    Skip,
-}
-
 /// How a write transaction's commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
-    /// Durable when the write returns, as the pool's durability says (SQLite `FULL`: an
-    /// fsync of the WAL, after the gate is released when the pool knows its file, see
-    /// [`WalSync::AfterGate`]; PostgreSQL: the server's `synchronous_commit`).
+    /// Durable when the commit returns, as the pool's durability says (SQLite `FULL`: an
+    /// fsync of the WAL; PostgreSQL: the server's `synchronous_commit`).
     Durable,
     /// On SQLite with `FULL` durability: committed with `synchronous = NORMAL`, so atomic at
     /// once and durable with the next WAL fsync of any writer, which covers every frame
@@ -307,25 +274,26 @@ impl Pool {
         let mut conn = self.get().map_err(E::from)?;
         // A panic while holding the gate leaves no state behind it (the transaction rolled
         // back with the connection), so a poisoned gate is still a good gate.
-        let (turn, gate) = match self {
+        let (_turn, file) = match self {
             Self::Sqlite(_, gate) => {
                 gate.waiting.fetch_add(1, Ordering::SeqCst);
                 let turn = gate.lock.lock().unwrap_or_else(PoisonError::into_inner);
                 gate.waiting.fetch_sub(1, Ordering::SeqCst);
-                (Some(turn), Some(gate))
+                (Some(turn), gate.file.as_deref())
             }
             Self::Postgres(_) => (None, None),
         };
-        let file = gate.and_then(|gate| gate.file.as_deref());
-        let sync = match gate {
-            Some(gate) => gate.sync_for(commit),
-            None => WalSync::InCommit,
+        // Only a FULL pool has an fsync to skip; `synchronous` is per connection.
+        let unsynced = match (&mut conn, self) {
+            (Conn::Sqlite(c), Self::Sqlite(_, gate))
+                if commit == Commit::Deferred && gate.durability == Durability::Full =>
+            {
+                c.batch_execute("PRAGMA synchronous = NORMAL")
+                    .map_err(E::from)?;
+                true
+            }
+            _ => false,
         };
-        // `synchronous` is per connection: switched for this transaction only.
-        if let (WalSync::AfterGate | WalSync::Skip, Conn::Sqlite(c)) = (sync, &mut conn) {
-            c.batch_execute("PRAGMA synchronous = NORMAL")
-                .map_err(E::from)?;
-        }
         let result = conn.transaction(|conn| {
             let value = f(conn)?;
             // Last thing before the commit: a file that is gone gets nothing more.
@@ -334,15 +302,10 @@ impl Pool {
             }
             Ok(value)
         });
-        drop(turn);
-        if let (WalSync::AfterGate | WalSync::Skip, Conn::Sqlite(c)) = (sync, &mut conn) {
+        if let (true, Conn::Sqlite(c)) = (unsynced, &mut conn) {
             // Back to the pool as every other connection is, whatever the transaction did.
             c.batch_execute("PRAGMA synchronous = FULL")
                 .map_err(E::from)?;
-        }
-        if let (WalSync::AfterGate, Some(file), Ok(_)) = (sync, file, &result) {
-            // Still holding the connection, which keeps the WAL file in place.
-            file.sync_wal().map_err(E::from)?;
         }
         result
     }
@@ -514,43 +477,12 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
+        assert_eq!(synchronous_during(&pool, Commit::Durable), FULL);
 
         // A pool whose commits are not synced anyway stays as it is.
         let (_dir, pool) = one_connection(Durability::Normal);
         assert_eq!(synchronous_during(&pool, Commit::Deferred), NORMAL);
         assert_eq!(synchronous(&mut pool.get().expect("conn")), NORMAL);
-    }
-
-    #[test]
-    fn a_durable_commit_syncs_the_wal_after_the_commit_when_the_pool_knows_its_file() {
-        let (dir, pool) = one_connection(Durability::Full);
-        // The commit itself does not sync; the connection goes back as it came.
-        assert_eq!(synchronous_during(&pool, Commit::Durable), NORMAL);
-        assert_eq!(synchronous(&mut pool.get().expect("conn")), FULL);
-        // The write's own fsync is of the WAL file: with that file gone (what SQLite then
-        // wrote is lost at the next start), the write reports that it is not durable.
-        std::fs::remove_file(dir.path().join("db.sqlite3-wal")).expect("remove the WAL");
-        let err = pool
-            .write_with(Commit::Durable, |_| -> StoreResult<()> { Ok(()) })
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Sync(_)), "{err}");
-        assert!(
-            err.to_string().contains("db.sqlite3-wal was removed"),
-            "{err}"
-        );
-        // A deferred commit has no fsync to fail.
-        pool.write_with(Commit::Deferred, |_| -> StoreResult<()> { Ok(()) })
-            .expect("deferred");
-
-        // A pool that does not know its file's path syncs inside the commit.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("db.sqlite3");
-        let options = PoolOptions {
-            max_size: 1,
-            ..PoolOptions::default()
-        };
-        let pool = Pool::sqlite(&path.to_string_lossy(), options).expect("pool");
-        assert_eq!(synchronous_during(&pool, Commit::Durable), FULL);
     }
 
     #[test]
