@@ -285,12 +285,13 @@ async fn spawn_on_own_sqlite() -> (TestDatabase, std::path::PathBuf, TestApp) {
     (db, path, app)
 }
 
-#[tokio::test]
-async fn a_removed_sqlite_directory_is_503_and_not_ready() {
+/// Delivers an event after `remove` took something away from under a running payhook:
+/// every try is `503 storage_unavailable`, and `/readyz` says why, with `why` in its message.
+async fn removing_is_503_and_not_ready(remove: impl FnOnce(&std::path::Path), why: &str) {
     let (_db, path, app) = spawn_on_own_sqlite().await;
     let first = intent_event("evt_rm1", "payment_intent.created", "pi_rm1", 100);
     app.deliver(&bytes(&first)).await;
-    std::fs::remove_dir_all(path.parent().unwrap()).expect("rm -rf");
+    remove(&path);
     let second = intent_event("evt_rm2", "payment_intent.created", "pi_rm2", 101);
     for _ in 0..3 {
         assert_eq!(
@@ -301,31 +302,32 @@ async fn a_removed_sqlite_directory_is_503_and_not_ready() {
     let (status, ready) = readyz(&app).await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["error"], "storage");
-    assert!(ready["message"].as_str().unwrap().contains("was removed"));
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message}");
+}
+
+#[tokio::test]
+async fn a_removed_sqlite_directory_is_503_and_not_ready() {
+    removing_is_503_and_not_ready(
+        |path| std::fs::remove_dir_all(path.parent().unwrap()).expect("rm -rf"),
+        "was removed",
+    )
+    .await;
 }
 
 /// The same for the WAL beside the file: SQLite would go on committing into the removed
 /// file, which the next start does not read.
 #[tokio::test]
 async fn a_removed_wal_file_is_503_and_not_ready() {
-    let (_db, path, app) = spawn_on_own_sqlite().await;
-    let first = intent_event("evt_wal1", "payment_intent.created", "pi_wal1", 100);
-    app.deliver(&bytes(&first)).await;
-    let mut wal = path.clone().into_os_string();
-    wal.push("-wal");
-    std::fs::remove_file(&wal).expect("rm the WAL");
-    let second = intent_event("evt_wal2", "payment_intent.created", "pi_wal2", 101);
-    for _ in 0..3 {
-        assert_eq!(
-            post(&app, &bytes(&second)).await,
-            (503, "storage_unavailable".to_owned())
-        );
-    }
-    let (status, ready) = readyz(&app).await;
-    assert_eq!(status, 503, "{ready}");
-    assert_eq!(ready["error"], "storage");
-    let message = ready["message"].as_str().unwrap();
-    assert!(message.contains("-wal was removed"), "{message}");
+    removing_is_503_and_not_ready(
+        |path| {
+            let mut wal = path.to_owned().into_os_string();
+            wal.push("-wal");
+            std::fs::remove_file(wal).expect("rm the WAL");
+        },
+        "-wal was removed",
+    )
+    .await;
 }
 
 #[tokio::test]
