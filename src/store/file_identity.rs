@@ -44,10 +44,13 @@ impl DatabaseFile {
 
     /// Fails unless the path still names the file the pool opened, with its WAL beside it.
     pub fn check(&self) -> Result<(), StoreError> {
+        self.check_file()?;
+        self.check_wal()
+    }
+
+    fn check_file(&self) -> Result<(), StoreError> {
         let why = match std::fs::metadata(&self.path) {
-            Ok(meta) if meta.dev() == self.device && meta.ino() == self.inode => {
-                return self.check_wal()
-            }
+            Ok(meta) if meta.dev() == self.device && meta.ino() == self.inode => return Ok(()),
             Ok(_) => "now names another file",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was removed",
             Err(_) => "cannot be read",
