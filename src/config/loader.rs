@@ -269,6 +269,7 @@ impl<'a> Reader<'a> {
             retry_base: self.millis(&vars::PROCESS_RETRY_BASE_MS)?,
             retry_cap: fixed::PROCESS_RETRY_CAP,
             poll_interval: self.millis(&vars::PROCESS_POLL_MS)?,
+            gather: self.millis(&vars::PROCESS_GATHER_MS)?,
             checkout_expiry: Duration::from_secs(
                 60 * self.int::<u64>(&vars::CHECKOUT_EXPIRY_MINS)?,
             ),
@@ -622,6 +623,7 @@ mod tests {
         assert_eq!(p.retry_base, Duration::from_secs(1));
         assert_eq!(p.retry_cap, Duration::from_secs(3600));
         assert_eq!(p.poll_interval, Duration::from_secs(1));
+        assert_eq!(p.gather, Duration::from_millis(10));
         assert_eq!(p.checkout_expiry, Duration::from_secs(3600));
         assert_eq!(p.sweep_interval, Duration::from_secs(30));
         assert_eq!(p.workers, 1);
@@ -690,6 +692,7 @@ mod tests {
             SECRET,
             ("BIND", "0.0.0.0:9000"),
             ("PROCESS_POLL_MS", " 20 "),
+            ("PROCESS_GATHER_MS", "0"),
             ("CHECKOUT_EXPIRY_MINS", "2"),
             ("SQLITE_DURABILITY", "normal"),
             ("STRIPE_MAX_RPS", "0.5"),
@@ -699,6 +702,7 @@ mod tests {
         ]);
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.processor.poll_interval, Duration::from_millis(20));
+        assert_eq!(c.processor.gather, Duration::ZERO);
         assert_eq!(c.processor.checkout_expiry, Duration::from_secs(120));
         assert_eq!(c.durability, Durability::Normal);
         assert_eq!((c.actions.max_rps, c.actions.burst), (0.5, 1.0));

@@ -160,6 +160,8 @@ pub struct ProcessorConfig {
     pub retry_cap: Duration,
     /// How often to look for due retries when no new event wakes the processor.
     pub poll_interval: Duration,
+    /// How long new events may gather once one has woken the processor (zero: none).
+    pub gather: Duration,
     /// A checkout that has not moved for this long (and can expire) becomes `expired`.
     pub checkout_expiry: Duration,
     pub sweep_interval: Duration,

@@ -180,7 +180,9 @@ vars! {
     PROCESS_BATCH_SIZE = help(var("PROCESS_BATCH_SIZE", "process-batch-size", Value("500"), int(1, 10_000)),
         "Events applied per processing transaction.");
     PROCESS_POLL_MS = help(var("PROCESS_POLL_MS", "process-poll-ms", Value("1000"), int(10, 3_600_000)),
-        "How often the processor looks for due retries, in milliseconds (new events wake it at once).");
+        "How often the processor looks for due retries, in milliseconds (new events wake it, see PROCESS_GATHER_MS).");
+    PROCESS_GATHER_MS = help(var("PROCESS_GATHER_MS", "process-gather-ms", Value("10"), int(0, 10_000)),
+        "How long the processor lets new events gather after a delivery wakes it, in milliseconds: at a steady trickle it then applies several events per transaction instead of one each (0: at once).");
     PROCESS_WORKERS = help(var("PROCESS_WORKERS", "process-workers", PerBackend { sqlite: "1", postgres: "2" }, int(1, 64)),
         "Processor threads (SQLite has one writer at a time; on PostgreSQL a processor spends much of its time waiting for round trips).");
     PROCESS_MAX_TXN_MS = help(var("PROCESS_MAX_TXN_MS", "process-max-txn-ms", PerBackend { sqlite: "20", postgres: "100" }, int(1, 60_000)),

@@ -75,6 +75,59 @@ async fn retries_wait_longer_each_time(backend: Backend) {
 }
 both_backends!(retries_wait_longer_each_time);
 
+/// A delivery wakes the processor, which lets `gather` pass before it claims: what arrives
+/// meanwhile is applied in the same transaction (seen as the two events turning `processed`
+/// together), and nothing is applied before the pause ends.
+async fn a_woken_processor_lets_the_next_deliveries_gather_first(backend: Backend) {
+    let gather = Duration::from_secs(3);
+    let app = spawn_app_with_workers(backend, |c| {
+        c.processor.gather = gather;
+        // Only a delivery's wake-up starts a batch within the test.
+        c.processor.poll_interval = Duration::from_secs(600);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let first = intent_event("evt_gather_a", "payment_intent.created", "pi_gather_a", 10);
+    let second = intent_event("evt_gather_b", "payment_intent.created", "pi_gather_b", 11);
+    app.deliver(&bytes(&first)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.deliver(&bytes(&second)).await;
+    assert!(
+        started.elapsed() < gather,
+        "both deliveries fell inside the pause"
+    );
+    let status = |id: &str| app.event(id).expect("stored").status.as_str().to_owned();
+    assert_eq!(
+        status("evt_gather_a"),
+        "pending",
+        "applied before the pause ended"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // The first read before the second: if the first is applied, its transaction has
+        // committed, and with it the second, had they been applied together.
+        let (a, b) = (status("evt_gather_a"), status("evt_gather_b"));
+        if a == "processed" {
+            assert_eq!(
+                b, "processed",
+                "the second delivery was not in the first's batch"
+            );
+            break;
+        }
+        assert_eq!(a, "pending");
+        assert!(std::time::Instant::now() < deadline, "never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() >= gather,
+        "applied after {:?}, before the pause ended",
+        started.elapsed()
+    );
+    assert!(app.checkout("pi_gather_a").is_some() && app.checkout("pi_gather_b").is_some());
+}
+both_backends!(a_woken_processor_lets_the_next_deliveries_gather_first);
+
 async fn checkouts_that_never_complete_expire_and_a_later_success_still_wins(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
         c.processor.checkout_expiry = Duration::from_secs(60);
